@@ -1,0 +1,254 @@
+//! The command line (SPEC §2).
+
+use std::io::{IsTerminal, Read};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::client::{self, Endpoint, Output};
+use crate::config::{self, Config};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "runnel",
+    version,
+    about = "A single-binary Server-Sent Events hub",
+    long_about = "A single-binary Server-Sent Events hub. With no command, runs the hub \
+                  (`runnel serve`).",
+    args_conflicts_with_subcommands = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    serve: ServeArgs,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the hub (the default).
+    Serve(ServeArgs),
+    /// Validate the configuration and print the effective settings (secrets masked).
+    Check {
+        /// Configuration file (default: $RUNNEL_CONFIG, ./runnel.toml, /etc/runnel/runnel.toml).
+        #[arg(short = 'c', long = "config", value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
+    /// Publish an event; DATA or standard input is the data.
+    Pub(PubArgs),
+    /// Print events as they arrive; reconnects and resumes by itself.
+    Sub(SubArgs),
+}
+
+#[derive(Args, Debug, Clone, Default)]
+struct ServeArgs {
+    /// Configuration file (default: $RUNNEL_CONFIG, ./runnel.toml, /etc/runnel/runnel.toml).
+    #[arg(short = 'c', long = "config", value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Address to listen on, overriding `listen` (e.g. 127.0.0.1:8080).
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<String>,
+    /// Data directory, overriding `data_dir`.
+    #[arg(long = "data", value_name = "DIR")]
+    data: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+struct Remote {
+    /// The hub's URL.
+    #[arg(long, env = "RUNNEL_URL", default_value = "http://127.0.0.1:8080")]
+    url: String,
+    /// An API key, sent as `Authorization: Bearer`.
+    #[arg(long, env = "RUNNEL_KEY", hide_env_values = true)]
+    key: Option<String>,
+    /// A JWT, sent as `Authorization: Bearer`.
+    #[arg(long, env = "RUNNEL_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+}
+
+impl Remote {
+    fn credential(&self) -> Option<&str> {
+        self.token.as_deref().or(self.key.as_deref())
+    }
+}
+
+#[derive(Args, Debug)]
+struct PubArgs {
+    /// The topic to publish to.
+    topic: String,
+    /// The data (read from standard input when absent).
+    data: Option<String>,
+    /// The event type (`event:`); without it browsers fire `onmessage`.
+    #[arg(long)]
+    event: Option<String>,
+    #[command(flatten)]
+    remote: Remote,
+}
+
+#[derive(Args, Debug)]
+struct SubArgs {
+    /// Topics or patterns to receive (none: only broadcast and your personal topic).
+    topics: Vec<String>,
+    /// Start after this event id (`earliest` for everything retained).
+    #[arg(long, value_name = "ID")]
+    last_event_id: Option<String>,
+    /// Print only each event's data instead of one JSON object per line.
+    #[arg(long)]
+    data_only: bool,
+    #[command(flatten)]
+    remote: Remote,
+}
+
+/// Entry point of the binary.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command.unwrap_or(Command::Serve(cli.serve)) {
+        Command::Serve(args) => serve(args),
+        Command::Check { config } => return check(config),
+        Command::Pub(args) => client_runtime(publish(args)),
+        Command::Sub(args) => client_runtime(subscribe(args)),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("runnel: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn load(args: &ServeArgs) -> anyhow::Result<(Config, config::Loaded)> {
+    let loaded = config::load(args.config.as_deref())?;
+    let mut c = loaded.config.clone();
+    if let Some(l) = &args.listen {
+        c.listen.clone_from(l);
+    }
+    if let Some(d) = &args.data {
+        c.data_dir.clone_from(d);
+    }
+    c.validate()?;
+    Ok((c, loaded))
+}
+
+fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let (config, loaded) = load(&args)?;
+    init_logging(&config.log);
+    match &loaded.file {
+        Some(f) => tracing::info!(file = %f.display(), env = ?loaded.env_keys, "configuration loaded"),
+        None => tracing::info!(env = ?loaded.env_keys, "no configuration file; using defaults"),
+    }
+    if let Some(s) = &config.auth.jwt_secret
+        && s.expose().len() < 32
+    {
+        tracing::warn!("auth.jwt_secret is shorter than 32 bytes; use a long random secret");
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("runnel-worker")
+        .build()?;
+    rt.block_on(crate::server::run(config))
+}
+
+fn check(path: Option<PathBuf>) -> ExitCode {
+    let args = ServeArgs {
+        config: path,
+        ..ServeArgs::default()
+    };
+    match load(&args) {
+        Ok((config, loaded)) => {
+            let file = loaded
+                .file
+                .map(|f| f.display().to_string())
+                .unwrap_or_else(|| "none (defaults)".into());
+            println!("# runnel {}: configuration OK", env!("CARGO_PKG_VERSION"));
+            println!("# file: {file}");
+            if !loaded.env_keys.is_empty() {
+                println!("# environment: {}", loaded.env_keys.join(", "));
+            }
+            println!(
+                "# auth: {}",
+                if config.auth.is_open() {
+                    "open (no credentials needed)"
+                } else {
+                    "required"
+                }
+            );
+            print!("{}", config.to_toml());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("runnel: configuration error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn client_runtime(f: impl std::future::Future<Output = anyhow::Result<()>>) -> anyhow::Result<()> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(f)
+}
+
+async fn publish(args: PubArgs) -> anyhow::Result<()> {
+    let ep = Endpoint::parse(&args.remote.url)?;
+    let data = match args.data {
+        Some(d) => d.into_bytes(),
+        None => {
+            if std::io::stdin().is_terminal() {
+                anyhow::bail!("give the data as an argument or on standard input");
+            }
+            let mut buf = Vec::new();
+            std::io::stdin().read_to_end(&mut buf)?;
+            // A trailing newline from `echo` is not part of the data.
+            if buf.last() == Some(&b'\n') {
+                buf.pop();
+            }
+            buf
+        }
+    };
+    let answer = client::publish(
+        &ep,
+        &args.topic,
+        data,
+        args.event.as_deref(),
+        args.remote.credential(),
+    )
+    .await?;
+    println!("{answer}");
+    Ok(())
+}
+
+async fn subscribe(args: SubArgs) -> anyhow::Result<()> {
+    let ep = Endpoint::parse(&args.remote.url)?;
+    let output = if args.data_only {
+        Output::Data
+    } else {
+        Output::Json
+    };
+    client::subscribe(
+        &ep,
+        &args.topics,
+        args.remote.credential(),
+        args.last_event_id,
+        output,
+    )
+    .await
+}
+
+/// Logs go to stderr: plain text without colours unless it is a terminal, and without
+/// timestamps under systemd (journald adds its own).
+fn init_logging(level: &str) {
+    let level = level.parse().unwrap_or(tracing::Level::INFO);
+    let builder = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_max_level(level)
+        .with_target(false);
+    if std::env::var_os("JOURNAL_STREAM").is_some() {
+        builder.without_time().init();
+    } else {
+        builder.init();
+    }
+}

@@ -1,0 +1,247 @@
+//! A small HTTP/1 client for `runnel pub` and `runnel sub`.
+
+use std::io::Write;
+use std::time::Duration;
+
+use anyhow::{Context as _, anyhow, bail};
+use bytes::Bytes;
+use http::{Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+use tokio::net::TcpStream;
+
+use crate::sse::{ParsedEvent, Parser};
+
+/// Characters kept as they are in a topic inside a URL path.
+const TOPIC_SET: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b':')
+    .remove(b'@')
+    .remove(b'/');
+
+/// Where the hub is: `http://host:port[/prefix]`.
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    host: String,
+    port: u16,
+    authority: String,
+    base: String,
+}
+
+impl Endpoint {
+    pub fn parse(url: &str) -> anyhow::Result<Endpoint> {
+        let uri: http::Uri = url
+            .parse()
+            .with_context(|| format!("{url:?} is not a URL"))?;
+        match uri.scheme_str() {
+            Some("http") => {}
+            Some("https") => bail!("https URLs are not supported by this client yet; use http"),
+            _ => bail!("{url:?} must start with http://"),
+        }
+        let host = uri
+            .host()
+            .ok_or_else(|| anyhow!("{url:?} has no host"))?
+            .trim_matches(['[', ']'])
+            .to_string();
+        let port = uri.port_u16().unwrap_or(80);
+        let authority = uri
+            .authority()
+            .map(|a| a.to_string())
+            .unwrap_or_else(|| host.clone());
+        Ok(Endpoint {
+            host,
+            port,
+            authority,
+            base: uri.path().trim_end_matches('/').to_string(),
+        })
+    }
+
+    fn request(&self, method: &str, path_and_query: &str, cred: Option<&str>) -> http::request::Builder {
+        let mut b = Request::builder()
+            .method(method)
+            .uri(format!("{}{}", self.base, path_and_query))
+            .header("host", &self.authority)
+            .header("user-agent", concat!("runnel/", env!("CARGO_PKG_VERSION")));
+        if let Some(c) = cred {
+            b = b.header("authorization", format!("Bearer {c}"));
+        }
+        b
+    }
+
+    async fn send(&self, req: Request<Full<Bytes>>) -> anyhow::Result<http::Response<Incoming>> {
+        let tcp = TcpStream::connect((self.host.as_str(), self.port))
+            .await
+            .with_context(|| format!("cannot connect to {}", self.authority))?;
+        let _ = tcp.set_nodelay(true);
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        Ok(sender.send_request(req).await?)
+    }
+}
+
+fn topic_path(topic: &str) -> String {
+    utf8_percent_encode(topic, TOPIC_SET).to_string()
+}
+
+/// The message of a JSON error body, or the body itself.
+fn error_message(status: StatusCode, body: &[u8]) -> String {
+    let msg = serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v["error"]["message"].as_str().map(str::to_string))
+        .unwrap_or_else(|| String::from_utf8_lossy(body).trim().to_string());
+    format!("{status}: {msg}")
+}
+
+/// `runnel pub`: publishes `data` to `topic`; returns the hub's JSON answer.
+pub async fn publish(
+    ep: &Endpoint,
+    topic: &str,
+    data: Vec<u8>,
+    event: Option<&str>,
+    cred: Option<&str>,
+) -> anyhow::Result<String> {
+    let mut path = format!("/publish/{}", topic_path(topic));
+    if let Some(e) = event {
+        path.push('?');
+        path.push_str(
+            &form_urlencoded::Serializer::new(String::new())
+                .append_pair("event", e)
+                .finish(),
+        );
+    }
+    let req = ep
+        .request("POST", &path, cred)
+        .header("content-type", "text/plain; charset=utf-8")
+        .body(Full::new(Bytes::from(data)))?;
+    let resp = ep.send(req).await?;
+    let status = resp.status();
+    let body = resp.into_body().collect().await?.to_bytes();
+    if !status.is_success() {
+        bail!("{}", error_message(status, &body));
+    }
+    Ok(String::from_utf8_lossy(&body).into_owned())
+}
+
+/// How `runnel sub` prints events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Output {
+    /// One JSON object per line: `{"id", "event", "data"}`.
+    Json,
+    /// The data only, one event per line.
+    Data,
+}
+
+enum Failure {
+    /// Retrying cannot help (bad topic, no permission): stop.
+    Fatal(anyhow::Error),
+    /// Network trouble or the hub restarting: try again.
+    Retry(anyhow::Error),
+}
+
+/// `runnel sub`: prints events forever, reconnecting with the last id it saw.
+pub async fn subscribe(
+    ep: &Endpoint,
+    topics: &[String],
+    cred: Option<&str>,
+    mut last_id: Option<String>,
+    output: Output,
+) -> anyhow::Result<()> {
+    let mut retry = Duration::from_secs(3);
+    loop {
+        match stream_once(ep, topics, cred, &mut last_id, &mut retry, output).await {
+            Ok(()) => eprintln!("runnel: stream ended; reconnecting"),
+            Err(Failure::Fatal(e)) => return Err(e),
+            Err(Failure::Retry(e)) => eprintln!("runnel: {e:#}; retrying in {retry:?}"),
+        }
+        tokio::time::sleep(retry).await;
+    }
+}
+
+async fn stream_once(
+    ep: &Endpoint,
+    topics: &[String],
+    cred: Option<&str>,
+    last_id: &mut Option<String>,
+    retry: &mut Duration,
+    output: Output,
+) -> Result<(), Failure> {
+    let mut q = form_urlencoded::Serializer::new(String::new());
+    for t in topics {
+        q.append_pair("topic", t);
+    }
+    let q = q.finish();
+    let path = if q.is_empty() {
+        "/events".to_string()
+    } else {
+        format!("/events?{q}")
+    };
+    let mut b = ep
+        .request("GET", &path, cred)
+        .header("accept", "text/event-stream");
+    if let Some(id) = last_id.as_deref() {
+        b = b.header("last-event-id", id);
+    }
+    let req = b
+        .body(Full::new(Bytes::new()))
+        .map_err(|e| Failure::Fatal(e.into()))?;
+    let resp = ep.send(req).await.map_err(Failure::Retry)?;
+    let status = resp.status();
+    if status != StatusCode::OK {
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .map(|c| c.to_bytes())
+            .unwrap_or_default();
+        let e = anyhow!("{}", error_message(status, &body));
+        let retryable = status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS;
+        return Err(if retryable {
+            Failure::Retry(e)
+        } else {
+            Failure::Fatal(e)
+        });
+    }
+    let mut body = resp.into_body();
+    let mut parser = Parser::default();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| Failure::Retry(e.into()))?;
+        let Some(data) = frame.data_ref() else {
+            continue;
+        };
+        for ev in parser.feed(data) {
+            if let Some(r) = ev.retry {
+                *retry = Duration::from_millis(r);
+            }
+            if ev.id.is_some() {
+                last_id.clone_from(&ev.id);
+            }
+            print_event(&ev, output).map_err(|e| Failure::Fatal(e.into()))?;
+        }
+    }
+    Ok(())
+}
+
+fn print_event(ev: &ParsedEvent, output: Output) -> std::io::Result<()> {
+    // Control events carry no id; they go to stderr so stdout holds only the events.
+    if ev.id.is_none() {
+        if let Some(name) = &ev.event {
+            eprintln!("runnel: {name} {}", ev.data);
+        }
+        return Ok(());
+    }
+    let mut out = std::io::stdout().lock();
+    match output {
+        Output::Json => {
+            let v = serde_json::json!({"id": ev.id, "event": ev.event, "data": ev.data});
+            writeln!(out, "{v}")?;
+        }
+        Output::Data => writeln!(out, "{}", ev.data)?,
+    }
+    out.flush()
+}

@@ -1,0 +1,608 @@
+//! Routing and handlers (SPEC §5).
+//!
+//! Routing is a `match` on the path: the API is small and fixed, and a table of closures
+//! would hide it. Every response gets an `x-request-id`; every error is the JSON of
+//! [`Error`]. The SSE handler is synchronous, so the future hyper keeps for each streaming
+//! connection stays small; the publish handlers, which await the body and the commit, are
+//! boxed for the same reason.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::header::{CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, HeaderValue};
+use http::request::Parts;
+use http::{Method, Request, Response, StatusCode};
+use http_body::{Frame, SizeHint};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use hyper::body::Incoming;
+use serde_json::{Value, json};
+
+use crate::auth::Caller;
+use crate::broker::StreamSpec;
+use crate::error::Error;
+use crate::hub::Hub;
+use crate::idempotency::Begin;
+use crate::message::{self, NewEvent};
+use crate::sse::{self, Replay, SseBody};
+use crate::store::{Resume, Selector};
+use crate::{stats, topic};
+
+/// A response body: a complete buffer, or an event stream.
+pub enum Body {
+    Full(Option<Bytes>),
+    Sse(SseBody),
+}
+
+impl http_body::Body for Body {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        match self.get_mut() {
+            Body::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
+            Body::Sse(s) => Pin::new(s).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        matches!(self, Body::Full(None))
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Body::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
+            Body::Full(None) => SizeHint::with_exact(0),
+            Body::Sse(_) => SizeHint::default(),
+        }
+    }
+}
+
+pub type Resp = Response<Body>;
+
+/// The hyper service: every request ends here.
+pub async fn handle(
+    hub: Hub,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+) -> Result<Resp, Infallible> {
+    let request_id = request_id(&hub, &req);
+    let mut resp = match dispatch(&hub, req, peer).await {
+        Ok(r) => r,
+        Err(e) => error_response(&e),
+    };
+    if let Ok(v) = HeaderValue::from_str(&request_id) {
+        resp.headers_mut().insert("x-request-id", v);
+    }
+    Ok(resp)
+}
+
+/// The client's `x-request-id` if it is a sane token, otherwise a fresh one.
+fn request_id(hub: &Hub, req: &Request<Incoming>) -> String {
+    match req.headers().get("x-request-id").and_then(|v| v.to_str().ok()) {
+        Some(id)
+            if !id.is_empty()
+                && id.len() <= 64
+                && id
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b)) =>
+        {
+            id.to_string()
+        }
+        _ => hub.next_request_id(),
+    }
+}
+
+async fn dispatch(hub: &Hub, req: Request<Incoming>, peer: SocketAddr) -> Result<Resp, Error> {
+    let (parts, body) = req.into_parts();
+    let path = parts.uri.path();
+    let m = &parts.method;
+    match path {
+        "/" => {
+            allow(m, &[Method::GET, Method::HEAD], "GET")?;
+            Ok(console())
+        }
+        "/events" => {
+            allow(m, &[Method::GET], "GET")?;
+            events(hub, &parts, peer, None)
+        }
+        "/publish" => {
+            allow(m, &[Method::POST], "POST")?;
+            Box::pin(publish_json(hub, parts, body, peer)).await
+        }
+        "/notify" => {
+            allow(m, &[Method::POST], "POST")?;
+            Box::pin(notify(hub, parts, body, peer)).await
+        }
+        "/health" => {
+            allow(m, &[Method::GET, Method::HEAD], "GET")?;
+            Ok(health(hub))
+        }
+        "/stats" => {
+            allow(m, &[Method::GET], "GET")?;
+            admin(hub, &parts, peer)?;
+            Ok(json_response(StatusCode::OK, &stats::stats_json(hub)))
+        }
+        "/metrics" => {
+            allow(m, &[Method::GET], "GET")?;
+            admin(hub, &parts, peer)?;
+            Ok(text_response(
+                StatusCode::OK,
+                "text/plain; version=0.0.4; charset=utf-8",
+                stats::metrics_text(hub),
+            ))
+        }
+        "/connections" => {
+            allow(m, &[Method::GET], "GET")?;
+            admin(hub, &parts, peer)?;
+            Ok(connections(hub))
+        }
+        _ => {
+            if let Some(t) = path.strip_prefix("/events/") {
+                allow(m, &[Method::GET], "GET")?;
+                let t = decode_path(t)?;
+                events(hub, &parts, peer, Some(t))
+            } else if let Some(t) = path.strip_prefix("/publish/") {
+                allow(m, &[Method::POST], "POST")?;
+                let t = decode_path(t)?;
+                Box::pin(publish_raw(hub, parts, body, peer, t)).await
+            } else if let Some(id) = path.strip_prefix("/connections/") {
+                allow(m, &[Method::DELETE], "DELETE")?;
+                admin(hub, &parts, peer)?;
+                close_connection(hub, id)
+            } else {
+                Err(Error::NotFound(format!("no such endpoint: {path}")))
+            }
+        }
+    }
+}
+
+fn allow(m: &Method, allowed: &[Method], allow: &'static str) -> Result<(), Error> {
+    if allowed.contains(m) {
+        Ok(())
+    } else {
+        Err(Error::MethodNotAllowed {
+            method: m.to_string(),
+            allow,
+        })
+    }
+}
+
+fn decode_path(raw: &str) -> Result<String, Error> {
+    percent_encoding::percent_decode_str(raw)
+        .decode_utf8()
+        .map(|s| s.into_owned())
+        .map_err(|_| Error::InvalidTopic("the topic in the path is not valid UTF-8".into()))
+}
+
+fn query(parts: &Parts) -> Vec<(String, String)> {
+    parts
+        .uri
+        .query()
+        .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
+        .unwrap_or_default()
+}
+
+fn authenticate(hub: &Hub, parts: &Parts, peer: SocketAddr) -> Result<Caller, Error> {
+    hub.auth.authenticate(parts, peer.ip())
+}
+
+fn admin(hub: &Hub, parts: &Parts, peer: SocketAddr) -> Result<Caller, Error> {
+    let c = authenticate(hub, parts, peer)?;
+    if c.is_admin() {
+        Ok(c)
+    } else {
+        Err(Error::Forbidden("this endpoint is for admins".into()))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Streams
+
+/// `GET /events` and `GET /events/{topic}`.
+fn events(
+    hub: &Hub,
+    parts: &Parts,
+    peer: SocketAddr,
+    path_topic: Option<String>,
+) -> Result<Resp, Error> {
+    let caller = authenticate(hub, parts, peer)?;
+    let mut named: Vec<String> = path_topic.into_iter().collect();
+    let mut query_last = None;
+    for (k, v) in query(parts) {
+        match k.as_str() {
+            "topic" => named.push(v),
+            "last_event_id" => query_last = Some(v),
+            _ => {}
+        }
+    }
+    dedup(&mut named);
+    let max = hub.config.limits.max_topics_per_stream;
+    if named.len() > max {
+        return Err(Error::BadRequest(format!(
+            "a stream names at most {max} topics (limits.max_topics_per_stream), got {}",
+            named.len()
+        )));
+    }
+    for t in &named {
+        topic::validate_pattern(t)?;
+        if !caller.can_read(t) {
+            return Err(Error::Forbidden(format!("you may not read topic {t:?}")));
+        }
+    }
+    // The header wins over the query parameter (an EventSource reconnect sends the header).
+    let last_id = parts
+        .headers
+        .get("last-event-id")
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).trim().to_string())
+        .filter(|s| !s.is_empty())
+        .or(query_last.filter(|s| !s.is_empty()));
+
+    let mut topics = named;
+    if let Some(u) = &caller.user {
+        topics.push(topic::personal_topic(u));
+    }
+    topics.push(topic::BROADCAST.to_string());
+    dedup(&mut topics);
+    let selector = Selector::new(&topics, caller.user.clone(), caller.admin);
+
+    let resume = last_id.as_deref().map(|id| hub.store.parse_id(id));
+    let pruned = match resume {
+        Some(Resume::After(seq)) if seq > 0 => hub
+            .store
+            .pruned_since(&selector, seq)
+            .map_err(|e| Error::unavailable(format!("the event log cannot be read: {e}")))?,
+        _ => false,
+    };
+    let reg = hub.broker.register(StreamSpec {
+        user: caller.user.clone(),
+        admin: caller.admin,
+        ip: peer.ip(),
+        topics: topics.clone(),
+    })?;
+    let live_from = reg.live_from;
+    // From here the stream is registered; the body unregisters it when dropped.
+    let (reset, replay_after) = match resume {
+        None => (None, None),
+        Some(Resume::After(seq)) if seq > live_from => (Some("unknown_id"), Some(0)),
+        Some(Resume::After(_)) if pruned => (Some("pruned"), Some(0)),
+        Some(Resume::After(seq)) => (None, Some(seq)),
+        Some(Resume::Unknown) => (Some("unknown_id"), Some(0)),
+    };
+    let mut preamble = Vec::with_capacity(512);
+    preamble.extend_from_slice(&sse::retry_frame(hub.config.stream.retry.as_millis()));
+    preamble.extend_from_slice(&sse::control_frame(
+        "connected",
+        &json!({
+            "connection_id": reg.sub.id,
+            "user": caller.user,
+            "topics": topics,
+            "last_event_id": last_id,
+        }),
+    ));
+    if let Some(reason) = reset {
+        preamble.extend_from_slice(&sse::control_frame(
+            "reset",
+            &json!({"reason": reason, "last_event_id": last_id}),
+        ));
+    }
+    let replay = replay_after
+        .filter(|after| *after < live_from)
+        .map(|after| {
+            Box::new(Replay {
+                store: hub.store.clone(),
+                selector,
+                after,
+                until: live_from,
+            })
+        });
+    tracing::debug!(conn = %reg.sub.id, user = ?caller.user, topics = ?topics,
+        last_event_id = ?last_id, reset = ?reset, "stream opened");
+    let body = SseBody::new(hub.broker.clone(), reg.sub, Bytes::from(preamble), replay);
+    let mut resp = Response::new(Body::Sse(body));
+    let h = resp.headers_mut();
+    h.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    h.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    Ok(resp)
+}
+
+fn dedup(v: &mut Vec<String>) {
+    let mut seen = std::collections::HashSet::new();
+    v.retain(|t| seen.insert(t.clone()));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Publishing
+
+/// Reads a request body, refusing it (413) from `Content-Length` or as soon as it grows past
+/// `limit`, without buffering more than that.
+async fn read_body(body: Incoming, parts: &Parts, limit: u64) -> Result<Bytes, Error> {
+    let too_large = || {
+        Error::PayloadTooLarge(format!(
+            "the request body is larger than limits.max_body_bytes ({})",
+            crate::config::ByteSize(limit)
+        ))
+    };
+    let declared = parts
+        .headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|s| s.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(too_large());
+    }
+    let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+    match Limited::new(body, limit).collect().await {
+        Ok(c) => Ok(c.to_bytes()),
+        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => Err(too_large()),
+        Err(e) => Err(Error::BadRequest(format!(
+            "could not read the request body: {e}"
+        ))),
+    }
+}
+
+/// JSON endpoints take `application/json` (or `+json`), or no content type at all.
+fn require_json(parts: &Parts) -> Result<(), Error> {
+    let Some(ct) = parts.headers.get(CONTENT_TYPE) else {
+        return Ok(());
+    };
+    let ct = ct.to_str().unwrap_or("").to_ascii_lowercase();
+    let essence = ct.split(';').next().unwrap_or("").trim();
+    if essence == "application/json" || essence.ends_with("+json") {
+        Ok(())
+    } else {
+        Err(Error::UnsupportedMediaType(format!(
+            "this endpoint takes JSON (content-type: application/json), not {essence:?}; \
+             to publish raw text use POST /publish/{{topic}}"
+        )))
+    }
+}
+
+fn check_publish(caller: &Caller, events: &[NewEvent]) -> Result<(), Error> {
+    for ev in events {
+        for t in &ev.topics {
+            if !caller.can_publish(t) {
+                return Err(Error::Forbidden(format!("you may not publish to topic {t:?}")));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `POST /publish`.
+async fn publish_json(
+    hub: &Hub,
+    parts: Parts,
+    body: Incoming,
+    peer: SocketAddr,
+) -> Result<Resp, Error> {
+    let caller = authenticate(hub, &parts, peer)?;
+    require_json(&parts)?;
+    let bytes = read_body(body, &parts, hub.config.limits.max_body_bytes.0).await?;
+    let (events, batch) = message::parse_publish(&bytes, hub.publish_limits())?;
+    check_publish(&caller, &events)?;
+    let (answers, replayed) = publish(hub, &caller, events).await?;
+    let v = if batch {
+        Value::Array(answers)
+    } else {
+        answers.into_iter().next().unwrap_or(Value::Null)
+    };
+    Ok(publish_response(&v, replayed && !batch))
+}
+
+/// `POST /publish/{topic}`: the body is the data.
+async fn publish_raw(
+    hub: &Hub,
+    parts: Parts,
+    body: Incoming,
+    peer: SocketAddr,
+    topic: String,
+) -> Result<Resp, Error> {
+    let caller = authenticate(hub, &parts, peer)?;
+    let bytes = read_body(body, &parts, hub.config.limits.max_body_bytes.0).await?;
+    let ev = message::parse_raw(&topic, &query(&parts), &bytes, hub.publish_limits())?;
+    let events = vec![ev];
+    check_publish(&caller, &events)?;
+    let (answers, replayed) = publish(hub, &caller, events).await?;
+    Ok(publish_response(
+        &answers.into_iter().next().unwrap_or(Value::Null),
+        replayed,
+    ))
+}
+
+/// `POST /notify`.
+async fn notify(hub: &Hub, parts: Parts, body: Incoming, peer: SocketAddr) -> Result<Resp, Error> {
+    let caller = authenticate(hub, &parts, peer)?;
+    require_json(&parts)?;
+    let bytes = read_body(body, &parts, hub.config.limits.max_body_bytes.0).await?;
+    let events = vec![message::parse_notify(&bytes, hub.publish_limits())?];
+    check_publish(&caller, &events)?;
+    let (answers, replayed) = publish(hub, &caller, events).await?;
+    Ok(publish_response(
+        &answers.into_iter().next().unwrap_or(Value::Null),
+        replayed,
+    ))
+}
+
+fn publish_response(v: &Value, replayed: bool) -> Resp {
+    let mut r = json_response(StatusCode::OK, v);
+    if replayed {
+        r.headers_mut()
+            .insert("idempotent-replayed", HeaderValue::from_static("true"));
+    }
+    r
+}
+
+/// Publishes events as one atomic batch, answering keyed events seen in the last five
+/// minutes from memory instead. Returns one answer per event, in order, and whether every
+/// answer was such a replay.
+async fn publish(
+    hub: &Hub,
+    caller: &Caller,
+    events: Vec<NewEvent>,
+) -> Result<(Vec<Value>, bool), Error> {
+    let scope = caller.user.as_deref().unwrap_or("");
+    let mut answers: Vec<Option<Value>> = vec![None; events.len()];
+    let mut fresh = Vec::new();
+    let mut fresh_at = Vec::new();
+    let mut claimed: Vec<(usize, String)> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for ev in events.iter().filter_map(|e| e.idempotency_key.as_ref()) {
+        if !seen.insert(ev) {
+            return Err(Error::BadRequest(format!(
+                "idempotency_key {ev:?} appears twice in one batch"
+            )));
+        }
+    }
+    for (i, ev) in events.into_iter().enumerate() {
+        if let Some(k) = &ev.idempotency_key {
+            let key = format!("{scope}\n{k}");
+            match hub.idempotency.begin(&key) {
+                Begin::Done(v) => {
+                    answers[i] = Some(v);
+                    continue;
+                }
+                Begin::InProgress => {
+                    for (_, k) in &claimed {
+                        hub.idempotency.abort(k);
+                    }
+                    return Err(Error::Conflict(format!(
+                        "a publish with idempotency_key {:?} is in progress; retry later",
+                        ev.idempotency_key.as_deref().unwrap_or("")
+                    )));
+                }
+                Begin::Fresh => claimed.push((i, key)),
+            }
+        }
+        fresh_at.push(i);
+        fresh.push(ev);
+    }
+    let all_replayed = fresh.is_empty();
+    if !fresh.is_empty() {
+        match hub.publisher.publish(fresh).await {
+            Ok(published) => {
+                for (i, p) in fresh_at.into_iter().zip(published) {
+                    answers[i] = Some(json!({
+                        "id": p.id, "topics": p.topics, "delivered": p.delivered
+                    }));
+                }
+                for (i, k) in &claimed {
+                    hub.idempotency
+                        .complete(k, answers[*i].clone().unwrap_or(Value::Null));
+                }
+            }
+            Err(e) => {
+                for (_, k) in &claimed {
+                    hub.idempotency.abort(k);
+                }
+                return Err(e);
+            }
+        }
+    }
+    Ok((
+        answers
+            .into_iter()
+            .map(|a| a.unwrap_or(Value::Null))
+            .collect(),
+        all_replayed,
+    ))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Operations
+
+fn health(hub: &Hub) -> Resp {
+    let (status, word) = if hub.is_draining() {
+        (StatusCode::SERVICE_UNAVAILABLE, "draining")
+    } else if !hub.store.is_healthy() {
+        (StatusCode::SERVICE_UNAVAILABLE, "store_failed")
+    } else {
+        (StatusCode::OK, "ok")
+    };
+    json_response(status, &json!({"status": word}))
+}
+
+fn connections(hub: &Hub) -> Resp {
+    let list: Vec<Value> = hub
+        .broker
+        .connections()
+        .into_iter()
+        .map(|c| {
+            json!({
+                "id": c.id,
+                "user": c.user,
+                "ip": c.ip.to_string(),
+                "topics": c.topics,
+                "connected_at": c.connected_at,
+                "queued": c.queued,
+            })
+        })
+        .collect();
+    json_response(StatusCode::OK, &json!({"connections": list}))
+}
+
+fn close_connection(hub: &Hub, id: &str) -> Result<Resp, Error> {
+    let frame = sse::control_frame(
+        "closed",
+        &json!({"reason": "closed_by_admin", "message": "an admin closed this stream"}),
+    );
+    if hub.broker.close_stream(id, frame) {
+        let mut r = Response::new(Body::Full(None));
+        *r.status_mut() = StatusCode::NO_CONTENT;
+        Ok(r)
+    } else {
+        Err(Error::NotFound(format!("no open stream has id {id:?}")))
+    }
+}
+
+fn console() -> Resp {
+    text_response(
+        StatusCode::OK,
+        "text/html; charset=utf-8",
+        format!(
+            "<!doctype html><meta charset=utf-8><title>runnel</title>\
+             <h1>runnel {}</h1><p>Server-Sent Events hub. Streams: <code>GET /events?topic=...</code>; \
+             publish: <code>POST /publish</code>; health: <a href=/health>/health</a>.</p>",
+            env!("CARGO_PKG_VERSION")
+        ),
+    )
+}
+
+// ---------------------------------------------------------------------------------------------
+// Responses
+
+pub fn json_response(status: StatusCode, v: &Value) -> Resp {
+    let body = serde_json::to_vec(v).unwrap_or_default();
+    let mut r = Response::new(Body::Full(Some(Bytes::from(body))));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r
+}
+
+fn text_response(status: StatusCode, content_type: &'static str, body: String) -> Resp {
+    let mut r = Response::new(Body::Full(Some(Bytes::from(body))));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    r
+}
+
+pub fn error_response(e: &Error) -> Resp {
+    let mut r = Response::new(Body::Full(Some(Bytes::from(e.body()))));
+    *r.status_mut() = e.status();
+    let h = r.headers_mut();
+    h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    for (k, v) in e.extra_headers() {
+        if let Ok(v) = HeaderValue::from_str(&v) {
+            h.insert(k, v);
+        }
+    }
+    r
+}

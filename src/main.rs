@@ -1,0 +1,5 @@
+//! The `runnel` binary: everything happens in the library.
+
+fn main() -> std::process::ExitCode {
+    runnel::cli::main()
+}

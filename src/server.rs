@@ -1,0 +1,191 @@
+//! The accept loop, the background tasks, and an orderly shutdown (SPEC §9).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+use crate::config::Config;
+use crate::hub::Hub;
+use crate::shutdown::Shutdown;
+use crate::{broker, http, publisher};
+
+/// A hub that is serving. Dropping it does not stop it: call [`Running::shutdown`].
+pub struct Running {
+    addr: SocketAddr,
+    hub: Hub,
+    shutdown: Shutdown,
+    task: JoinHandle<()>,
+}
+
+impl Running {
+    /// The address actually bound (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn hub(&self) -> &Hub {
+        &self.hub
+    }
+
+    /// A handle that triggers shutdown.
+    pub fn shutdown_handle(&self) -> Shutdown {
+        self.shutdown.clone()
+    }
+
+    /// Stops the hub and waits for it (streams get `event: shutdown`, the log is flushed).
+    pub async fn shutdown(self) {
+        self.shutdown.trigger();
+        let _ = self.task.await;
+    }
+
+    /// Waits until the hub has stopped (after a trigger from elsewhere).
+    pub async fn wait(self) {
+        let _ = self.task.await;
+    }
+}
+
+/// Binds, opens the store and starts serving. `config` must be validated.
+pub async fn start(config: Config) -> anyhow::Result<Running> {
+    let addr = config.listen_addr()?;
+    let listener = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))?;
+    let local = listener.local_addr()?;
+    let hub = Hub::open(config).context("cannot open the hub")?;
+    let shutdown = Shutdown::default();
+    spawn_background(&hub, &shutdown);
+    let task = tokio::spawn(serve(listener, hub.clone(), shutdown.clone()));
+    tracing::info!(
+        data_dir = %hub.config.data_dir.display(),
+        sync = ?hub.config.store.sync,
+        open = hub.auth.is_open(),
+        "listening on http://{local}"
+    );
+    Ok(Running {
+        addr: local,
+        hub,
+        shutdown,
+        task,
+    })
+}
+
+/// The heartbeat/clock tick, retention, and the count of the existing log.
+fn spawn_background(hub: &Hub, shutdown: &Shutdown) {
+    let hb = hub.config.stream.heartbeat.0;
+    let tick = (hb / 4).clamp(Duration::from_millis(10), Duration::from_secs(1));
+    let (h, s) = (hub.clone(), shutdown.clone());
+    tokio::spawn(async move {
+        let mut iv = tokio::time::interval(tick);
+        iv.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = s.wait() => break,
+                _ = iv.tick() => h.broker.tick(),
+            }
+        }
+    });
+
+    let (h, s) = (hub.clone(), shutdown.clone());
+    tokio::spawn(async move {
+        let store = h.store.clone();
+        match tokio::task::spawn_blocking(move || store.scan_existing()).await {
+            Ok(Ok(())) => tracing::debug!("existing log counted"),
+            Ok(Err(e)) => tracing::error!(error = %e, "cannot count the existing log"),
+            Err(e) => tracing::error!(error = %e, "log count task failed"),
+        }
+        let mut iv = tokio::time::interval(Duration::from_secs(1));
+        iv.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = s.wait() => break,
+                _ = iv.tick() => {
+                    let store = h.store.clone();
+                    let now = broker::unix_ms();
+                    match tokio::task::spawn_blocking(move || store.enforce_retention(now)).await {
+                        Ok(Ok(p)) if p.by_count + p.by_age + p.by_size > 0 => {
+                            tracing::debug!(by_count = p.by_count, by_age = p.by_age,
+                                by_size = p.by_size, "retention pruned events");
+                        }
+                        Ok(Ok(_)) => {}
+                        Ok(Err(e)) => tracing::warn!(error = %e, "retention pass failed"),
+                        Err(e) => tracing::warn!(error = %e, "retention task failed"),
+                    }
+                }
+            }
+        }
+    });
+}
+
+async fn serve(listener: TcpListener, hub: Hub, shutdown: Shutdown) {
+    let graceful = GracefulShutdown::new();
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = shutdown.wait() => break,
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let h = hub.clone();
+        let service = service_fn(move |req| http::handle(h.clone(), req, peer));
+        let conn = http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(Duration::from_secs(30))
+            .serve_connection(TokioIo::new(stream), service);
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+        });
+    }
+    // Close the listener first: browsers treat a refused connection as a reason to retry,
+    // but any non-200 answer (503 too) as final.
+    drop(listener);
+    hub.set_draining();
+    let grace = hub.config.stream.shutdown_grace.0;
+    tracing::info!(grace = %hub.config.stream.shutdown_grace, "shutting down");
+    hub.broker.close_all(publisher::shutdown_frame());
+    if tokio::time::timeout(grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("connections still open after stream.shutdown_grace; closing them");
+    }
+    let h = hub.clone();
+    let flushed = tokio::task::spawn_blocking(move || {
+        h.publisher.stop();
+        h.store.flush()
+    })
+    .await;
+    match flushed {
+        Ok(Ok(())) => tracing::info!("log flushed; bye"),
+        Ok(Err(e)) => tracing::error!(error = %e, "final flush failed"),
+        Err(e) => tracing::error!(error = %e, "final flush task failed"),
+    }
+}
+
+/// Runs the hub until SIGTERM/SIGINT.
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    let running = start(config).await?;
+    let trigger = running.shutdown_handle();
+    tokio::spawn(async move {
+        crate::shutdown::signal().await;
+        trigger.trigger();
+    });
+    running.wait().await;
+    Ok(())
+}

@@ -1,0 +1,312 @@
+//! Server-Sent Events on the wire: frame encoding, the stream body, and a parser for the
+//! `runnel sub` client.
+//!
+//! Every event is encoded once, when it is published, into the exact bytes each stream
+//! writes (`id:`, `event:`, `retry:`, one `data:` line per line of data, a blank line). The
+//! same bytes go into the replay log, so a replay writes what the live stream wrote.
+
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::{BufMut, Bytes, BytesMut};
+use http_body::Frame;
+
+use crate::broker::{Broker, Subscriber};
+use crate::store::{Selector, Store};
+
+/// The heartbeat comment.
+pub fn keepalive() -> Bytes {
+    Bytes::from_static(b": keepalive\n\n")
+}
+
+/// `retry: <ms>`, the first frame of every stream.
+pub fn retry_frame(ms: u64) -> Bytes {
+    Bytes::from(format!("retry: {ms}\n\n"))
+}
+
+/// A control event (`connected`, `reset`, `closed`, `shutdown`): no id, JSON object data.
+pub fn control_frame(name: &str, data: &serde_json::Value) -> Bytes {
+    let json = serde_json::to_string(data).unwrap_or_else(|_| "{}".into());
+    Bytes::from(format!("event: {name}\ndata: {json}\n\n"))
+}
+
+/// Encodes one event. `event` must hold no line break (checked when publishing); `data` may,
+/// and each of its lines (split on CRLF, LF or CR, as the SSE spec reads them) becomes a
+/// `data:` line.
+pub fn encode_event(id: &str, event: Option<&str>, retry: Option<u64>, data: &str) -> Bytes {
+    let mut b = BytesMut::with_capacity(data.len() + id.len() + 32);
+    b.put_slice(b"id: ");
+    b.put_slice(id.as_bytes());
+    b.put_u8(b'\n');
+    if let Some(e) = event {
+        b.put_slice(b"event: ");
+        b.put_slice(e.as_bytes());
+        b.put_u8(b'\n');
+    }
+    if let Some(r) = retry {
+        b.put_slice(format!("retry: {r}\n").as_bytes());
+    }
+    for line in data_lines(data) {
+        b.put_slice(b"data: ");
+        b.put_slice(line.as_bytes());
+        b.put_u8(b'\n');
+    }
+    b.put_u8(b'\n');
+    b.freeze()
+}
+
+/// Splits on `\r\n`, `\n` and `\r`; an empty string is one empty line.
+fn data_lines(data: &str) -> impl Iterator<Item = &str> {
+    let mut rest = Some(data);
+    std::iter::from_fn(move || {
+        let s = rest?;
+        match s.find(['\r', '\n']) {
+            Some(i) => {
+                let skip = if s[i..].starts_with("\r\n") { 2 } else { 1 };
+                rest = Some(&s[i + skip..]);
+                Some(&s[..i])
+            }
+            None => {
+                rest = None;
+                Some(s)
+            }
+        }
+    })
+}
+
+/// The text sent for a JSON `data` value: a string as-is, anything else as compact JSON.
+pub fn data_text(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::String(s) => s.clone(),
+        other => serde_json::to_string(other).unwrap_or_default(),
+    }
+}
+
+/// What a stream still has to replay from the log before it goes live.
+pub struct Replay {
+    pub store: Store,
+    pub selector: Selector,
+    /// Last seq already covered.
+    pub after: u64,
+    /// Replay up to and including this seq; later events arrive live.
+    pub until: u64,
+}
+
+/// The body of an SSE response: the opening frames, then the replay, then live events from
+/// the broker until the stream is closed (slow reader, admin, shutdown, token expiry) or the
+/// client goes away (hyper then drops the body, which unregisters the stream).
+pub struct SseBody {
+    broker: Broker,
+    sub: Arc<Subscriber>,
+    preamble: Option<Bytes>,
+    replay: Option<Box<Replay>>,
+}
+
+impl SseBody {
+    pub fn new(
+        broker: Broker,
+        sub: Arc<Subscriber>,
+        preamble: Bytes,
+        replay: Option<Box<Replay>>,
+    ) -> Self {
+        SseBody {
+            broker,
+            sub,
+            preamble: Some(preamble),
+            replay,
+        }
+    }
+
+    /// The next replay chunk, or `None` once the replay is done.
+    fn next_replay(&mut self) -> Option<Bytes> {
+        const MAX_EVENTS: usize = 256;
+        const MAX_BYTES: usize = 64 * 1024;
+        loop {
+            let r = self.replay.as_mut()?;
+            match r
+                .store
+                .replay_chunk(&r.selector, r.after, r.until, MAX_EVENTS, MAX_BYTES)
+            {
+                Ok(chunk) => {
+                    r.after = chunk.next_after;
+                    let done = chunk.done;
+                    if done {
+                        self.replay = None;
+                    }
+                    if !chunk.frames.is_empty() {
+                        self.broker.counters().replayed.fetch_add(
+                            chunk.frames.len() as u64,
+                            std::sync::atomic::Ordering::Relaxed,
+                        );
+                        return Some(join(chunk.frames));
+                    }
+                    if done {
+                        return None;
+                    }
+                }
+                Err(e) => {
+                    // The client reconnects with its last id and tries again.
+                    tracing::warn!(conn = %self.sub.id, error = %e, "replay failed; ending stream");
+                    self.replay = None;
+                    self.sub.close(None, true);
+                    return None;
+                }
+            }
+        }
+    }
+}
+
+fn join(frames: Vec<Bytes>) -> Bytes {
+    if frames.len() == 1 {
+        return frames.into_iter().next().unwrap_or_default();
+    }
+    let mut b = BytesMut::with_capacity(frames.iter().map(Bytes::len).sum());
+    for f in frames {
+        b.put_slice(&f);
+    }
+    b.freeze()
+}
+
+impl http_body::Body for SseBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        let this = self.get_mut();
+        if let Some(p) = this.preamble.take() {
+            return Poll::Ready(Some(Ok(Frame::data(p))));
+        }
+        if this.replay.is_some()
+            && let Some(chunk) = this.next_replay()
+        {
+            return Poll::Ready(Some(Ok(Frame::data(chunk))));
+        }
+        this.sub
+            .poll_next(cx, this.broker.now_ms())
+            .map(|o| o.map(|b| Ok(Frame::data(b))))
+    }
+}
+
+impl Drop for SseBody {
+    fn drop(&mut self) {
+        self.broker.unregister(&self.sub);
+        tracing::debug!(conn = %self.sub.id, "stream closed");
+    }
+}
+
+/// One event read from an SSE stream.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ParsedEvent {
+    pub id: Option<String>,
+    pub event: Option<String>,
+    pub data: String,
+    pub retry: Option<u64>,
+}
+
+/// An incremental SSE parser (the reading side of the format, for `runnel sub`).
+#[derive(Debug, Default)]
+pub struct Parser {
+    buf: Vec<u8>,
+    cur: ParsedEvent,
+    has_data: bool,
+}
+
+impl Parser {
+    /// Feeds bytes; returns the events completed by them.
+    pub fn feed(&mut self, bytes: &[u8]) -> Vec<ParsedEvent> {
+        self.buf.extend_from_slice(bytes);
+        let mut out = Vec::new();
+        while let Some(nl) = self.buf.iter().position(|&b| b == b'\n' || b == b'\r') {
+            // A CR at the very end may be the first half of CRLF: wait for more.
+            if self.buf[nl] == b'\r' && nl + 1 == self.buf.len() {
+                break;
+            }
+            let skip = if self.buf[nl] == b'\r' && self.buf.get(nl + 1) == Some(&b'\n') {
+                2
+            } else {
+                1
+            };
+            let line: Vec<u8> = self.buf.drain(..nl + skip).take(nl).collect();
+            let line = String::from_utf8_lossy(&line);
+            if line.is_empty() {
+                let ev = std::mem::take(&mut self.cur);
+                if self.has_data || ev.event.is_some() || ev.retry.is_some() {
+                    out.push(ev);
+                }
+                self.has_data = false;
+                continue;
+            }
+            if line.starts_with(':') {
+                continue;
+            }
+            let (field, value) = match line.split_once(':') {
+                Some((f, v)) => (f, v.strip_prefix(' ').unwrap_or(v)),
+                None => (&*line, ""),
+            };
+            match field {
+                "data" => {
+                    if self.has_data {
+                        self.cur.data.push('\n');
+                    }
+                    self.cur.data.push_str(value);
+                    self.has_data = true;
+                }
+                "event" => self.cur.event = Some(value.to_string()),
+                "id" => self.cur.id = Some(value.to_string()),
+                "retry" => self.cur.retry = value.parse().ok(),
+                _ => {}
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encodes_multiline_data() {
+        let f = encode_event("7", Some("update"), Some(500), "a\nb\r\nc\rd");
+        assert_eq!(
+            &f[..],
+            b"id: 7\nevent: update\nretry: 500\ndata: a\ndata: b\ndata: c\ndata: d\n\n"
+        );
+        assert_eq!(&encode_event("1", None, None, "")[..], b"id: 1\ndata: \n\n");
+    }
+
+    #[test]
+    fn data_text_rules() {
+        assert_eq!(data_text(&serde_json::json!("plain")), "plain");
+        assert_eq!(data_text(&serde_json::json!({"a": [1, 2]})), r#"{"a":[1,2]}"#);
+        assert_eq!(data_text(&serde_json::json!("x\ny")), "x\ny");
+    }
+
+    #[test]
+    fn parser_roundtrip_in_pieces() {
+        let f = encode_event("42", Some("t"), None, "one\ntwo");
+        let mut p = Parser::default();
+        let mut got = Vec::new();
+        for b in f.iter().chain(b": keepalive\n\n".iter()) {
+            got.extend(p.feed(&[*b]));
+        }
+        assert_eq!(
+            got,
+            vec![ParsedEvent {
+                id: Some("42".into()),
+                event: Some("t".into()),
+                data: "one\ntwo".into(),
+                retry: None
+            }]
+        );
+        let got = p.feed(b"retry: 10\r\n\r\ndata:x\r\rdata: y\n\n");
+        assert_eq!(got[0].retry, Some(10));
+        assert_eq!(got[1].data, "x");
+        assert_eq!(got[2].data, "y");
+    }
+}
