@@ -171,7 +171,9 @@ impl Subscriber {
                     &serde_json::json!({"reason": "slow_reader",
                         "message": "this stream fell behind; reconnect with Last-Event-ID"}),
                 )));
-                counters.dropped_slow_streams.fetch_add(1, Ordering::Relaxed);
+                counters
+                    .dropped_slow_streams
+                    .fetch_add(1, Ordering::Relaxed);
                 waker = q.waker.take();
                 drop(q);
                 tracing::info!(conn = %self.id, "slow stream closed: its queue is full");
@@ -275,7 +277,10 @@ impl Broker {
     // The registry lock guards short, non-async sections (a fan-out of one event, a
     // registration); it is never held across an await, so a std Mutex is right here.
     fn registry(&self) -> MutexGuard<'_, Registry> {
-        self.inner.registry.lock().unwrap_or_else(|e| e.into_inner())
+        self.inner
+            .registry
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
     }
 
     pub fn counters(&self) -> &Arc<Counters> {

@@ -135,7 +135,9 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let (config, loaded) = load(&args)?;
     init_logging(&config.log);
     match &loaded.file {
-        Some(f) => tracing::info!(file = %f.display(), env = ?loaded.env_keys, "configuration loaded"),
+        Some(f) => {
+            tracing::info!(file = %f.display(), env = ?loaded.env_keys, "configuration loaded")
+        }
         None => tracing::info!(env = ?loaded.env_keys, "no configuration file; using defaults"),
     }
     if let Some(s) = &config.auth.jwt_secret

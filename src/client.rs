@@ -60,7 +60,12 @@ impl Endpoint {
         })
     }
 
-    fn request(&self, method: &str, path_and_query: &str, cred: Option<&str>) -> http::request::Builder {
+    fn request(
+        &self,
+        method: &str,
+        path_and_query: &str,
+        cred: Option<&str>,
+    ) -> http::request::Builder {
         let mut b = Request::builder()
             .method(method)
             .uri(format!("{}{}", self.base, path_and_query))

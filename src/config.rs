@@ -640,7 +640,9 @@ impl FromStr for ByteSize {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
         let bad = || {
-            format!("invalid size {s:?}: use a number and a unit (B, KiB, MiB, GiB, KB, MB, GB), like \"64KiB\"")
+            format!(
+                "invalid size {s:?}: use a number and a unit (B, KiB, MiB, GiB, KB, MB, GB), like \"64KiB\""
+            )
         };
         let t = s.trim();
         let digits = t.bytes().take_while(u8::is_ascii_digit).count();
@@ -751,10 +753,21 @@ mod tests {
         assert_eq!(d("1h30m"), Ok(5_400_000));
         assert_eq!(d("24h"), Ok(86_400_000));
         assert_eq!(d("0"), Ok(0));
-        for bad in ["", "15", "15 sec", "s", "1y", "-1s", "99999999999999999999d"] {
+        for bad in [
+            "",
+            "15",
+            "15 sec",
+            "s",
+            "1y",
+            "-1s",
+            "99999999999999999999d",
+        ] {
             assert!(d(bad).is_err(), "{bad:?}");
         }
-        assert_eq!(Dur(Duration::from_millis(5_400_500)).to_string(), "1h30m500ms");
+        assert_eq!(
+            Dur(Duration::from_millis(5_400_500)).to_string(),
+            "1h30m500ms"
+        );
     }
 
     #[test]

@@ -32,7 +32,10 @@ pub enum Error {
     #[error("{message}")]
     TooManyRequests { message: String, retry_after: u64 },
     #[error("{message}")]
-    Unavailable { message: String, retry_after: Option<u64> },
+    Unavailable {
+        message: String,
+        retry_after: Option<u64>,
+    },
     #[error("{0}")]
     Internal(String),
 }

@@ -84,7 +84,11 @@ pub async fn handle(
 
 /// The client's `x-request-id` if it is a sane token, otherwise a fresh one.
 fn request_id(hub: &Hub, req: &Request<Incoming>) -> String {
-    match req.headers().get("x-request-id").and_then(|v| v.to_str().ok()) {
+    match req
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+    {
         Some(id)
             if !id.is_empty()
                 && id.len() <= 64
@@ -368,7 +372,9 @@ fn check_publish(caller: &Caller, events: &[NewEvent]) -> Result<(), Error> {
     for ev in events {
         for t in &ev.topics {
             if !caller.can_publish(t) {
-                return Err(Error::Forbidden(format!("you may not publish to topic {t:?}")));
+                return Err(Error::Forbidden(format!(
+                    "you may not publish to topic {t:?}"
+                )));
             }
         }
     }

@@ -120,7 +120,10 @@ mod tests {
         assert_eq!(idem.begin_at("k", t0), Begin::Fresh);
         assert_eq!(idem.begin_at("k", t0), Begin::InProgress);
         idem.complete("k", Value::from(1));
-        assert_eq!(idem.begin_at("k", t0 + TTL / 2), Begin::Done(Value::from(1)));
+        assert_eq!(
+            idem.begin_at("k", t0 + TTL / 2),
+            Begin::Done(Value::from(1))
+        );
         assert_eq!(idem.begin_at("k", t0 + TTL), Begin::Fresh);
         idem.abort("k");
         assert_eq!(idem.begin_at("k", t0 + TTL), Begin::Fresh);

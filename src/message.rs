@@ -101,7 +101,7 @@ fn one(v: Value, limits: PublishLimits) -> Result<NewEvent, Error> {
     if !v.is_object() {
         return Err(Error::BadRequest("each event must be a JSON object".into()));
     }
-    let b: PublishBody = serde_json::from_value(v).map_err(|e| Error::BadRequest(e.to_string()))?;
+    let b: PublishBody = from_value(v)?;
     let topics = resolve_target(Target {
         topic: b.topic,
         topics: b.topics,
@@ -203,9 +203,11 @@ pub fn parse_notify(body: &[u8], limits: PublishLimits) -> Result<NewEvent, Erro
     };
     text("title")?;
     text("content")?;
-    let has_text = ["title", "content"]
-        .iter()
-        .any(|k| data.get(*k).and_then(Value::as_str).is_some_and(|s| !s.is_empty()));
+    let has_text = ["title", "content"].iter().any(|k| {
+        data.get(*k)
+            .and_then(Value::as_str)
+            .is_some_and(|s| !s.is_empty())
+    });
     if !has_text {
         return Err(Error::BadRequest(
             "a notification needs a non-empty \"title\" or \"content\"".into(),
@@ -222,15 +224,16 @@ pub fn parse_notify(body: &[u8], limits: PublishLimits) -> Result<NewEvent, Erro
         }
     }
     if data.get("auto_hide").is_some_and(|v| !v.is_boolean()) {
-        return Err(Error::BadRequest("\"auto_hide\" must be true or false".into()));
+        return Err(Error::BadRequest(
+            "\"auto_hide\" must be true or false".into(),
+        ));
     }
     if data.get("duration").is_some_and(|v| !v.is_u64()) {
         return Err(Error::BadRequest(
             "\"duration\" must be a whole number of milliseconds".into(),
         ));
     }
-    let target: Target = serde_json::from_value(Value::Object(target))
-        .map_err(|e| Error::BadRequest(e.to_string()))?;
+    let target: Target = from_value(Value::Object(target))?;
     let no_target = target.topic.is_none()
         && target.topics.is_none()
         && target.user.is_none()
@@ -247,8 +250,7 @@ pub fn parse_notify(body: &[u8], limits: PublishLimits) -> Result<NewEvent, Erro
         persist: Option<bool>,
         idempotency_key: Option<String>,
     }
-    let o: Options = serde_json::from_value(Value::Object(options))
-        .map_err(|e| Error::BadRequest(e.to_string()))?;
+    let o: Options = from_value(Value::Object(options))?;
     let data = serde_json::to_string(&Value::Object(data)).unwrap_or_default();
     build(
         topics,
@@ -261,9 +263,23 @@ pub fn parse_notify(body: &[u8], limits: PublishLimits) -> Result<NewEvent, Erro
     )
 }
 
+/// Deserializes with the field's name in the error (`retry: invalid type ...`).
+fn from_value<T: serde::de::DeserializeOwned>(v: Value) -> Result<T, Error> {
+    serde_path_to_error::deserialize(v).map_err(|e| {
+        let path = e.path().to_string();
+        if path == "." {
+            Error::BadRequest(e.inner().to_string())
+        } else {
+            Error::BadRequest(format!("\"{path}\": {}", e.inner()))
+        }
+    })
+}
+
 fn parse_json(body: &[u8]) -> Result<Value, Error> {
     if body.iter().all(u8::is_ascii_whitespace) {
-        return Err(Error::InvalidJson("the body is empty; expected JSON".into()));
+        return Err(Error::InvalidJson(
+            "the body is empty; expected JSON".into(),
+        ));
     }
     serde_json::from_slice(body).map_err(|e| Error::InvalidJson(format!("invalid JSON: {e}")))
 }
@@ -394,7 +410,10 @@ mod tests {
 
     #[test]
     fn targets() {
-        assert_eq!(publish(r#"{"topic":"a","data":1}"#).unwrap()[0].topics, ["a"]);
+        assert_eq!(
+            publish(r#"{"topic":"a","data":1}"#).unwrap()[0].topics,
+            ["a"]
+        );
         assert_eq!(
             publish(r#"{"topics":["a","b","a"],"data":1}"#).unwrap()[0].topics,
             ["a", "b"]
@@ -407,7 +426,10 @@ mod tests {
             publish(r#"{"broadcast":true,"data":1}"#).unwrap()[0].topics,
             ["$broadcast"]
         );
-        assert!(matches!(publish(r#"{"data":1}"#), Err(Error::BadRequest(_))));
+        assert!(matches!(
+            publish(r#"{"data":1}"#),
+            Err(Error::BadRequest(_))
+        ));
         assert!(matches!(
             publish(r#"{"topic":"a","user":"b","data":1}"#),
             Err(Error::BadRequest(_))
@@ -433,12 +455,17 @@ mod tests {
         assert_eq!(e.event.as_deref(), Some("u"));
         assert_eq!(e.retry, Some(5));
         assert!(e.persist);
-        assert_eq!(publish(r#"{"topic":"a","data":null}"#).unwrap()[0].data, "null");
+        assert_eq!(
+            publish(r#"{"topic":"a","data":null}"#).unwrap()[0].data,
+            "null"
+        );
         assert!(publish(r#"{"topic":"a"}"#).is_err());
-        assert!(publish(r#"{"topic":"a","data":1,"evnt":"x"}"#)
-            .unwrap_err()
-            .to_string()
-            .contains("evnt"));
+        assert!(
+            publish(r#"{"topic":"a","data":1,"evnt":"x"}"#)
+                .unwrap_err()
+                .to_string()
+                .contains("evnt")
+        );
         assert!(publish("{\"topic\":\"a\",\"data\":1,\"event\":\"a\\nb\"}").is_err());
         assert!(matches!(
             publish(&format!(r#"{{"topic":"a","data":"{}"}}"#, "x".repeat(1025))),

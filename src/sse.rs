@@ -283,7 +283,10 @@ mod tests {
     #[test]
     fn data_text_rules() {
         assert_eq!(data_text(&serde_json::json!("plain")), "plain");
-        assert_eq!(data_text(&serde_json::json!({"a": [1, 2]})), r#"{"a":[1,2]}"#);
+        assert_eq!(
+            data_text(&serde_json::json!({"a": [1, 2]})),
+            r#"{"a":[1,2]}"#
+        );
         assert_eq!(data_text(&serde_json::json!("x\ny")), "x\ny");
     }
 

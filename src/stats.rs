@@ -64,17 +64,35 @@ pub fn metrics_text(hub: &Hub) -> String {
     let s = hub.store.stats();
     let mut out = String::with_capacity(2048);
     let mut metric = |name: &str, kind: &str, help: &str, value: u64| {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+        );
     };
-    metric("runnel_connections", "gauge", "Open SSE streams.", b.connections as u64);
+    metric(
+        "runnel_connections",
+        "gauge",
+        "Open SSE streams.",
+        b.connections as u64,
+    );
     metric(
         "runnel_connections_max",
         "gauge",
         "limits.max_connections.",
         hub.config.limits.max_connections as u64,
     );
-    metric("runnel_users", "gauge", "Distinct users with an open stream.", b.users as u64);
-    metric("runnel_topics", "gauge", "Topics with at least one stream.", b.per_topic.len() as u64);
+    metric(
+        "runnel_users",
+        "gauge",
+        "Distinct users with an open stream.",
+        b.users as u64,
+    );
+    metric(
+        "runnel_topics",
+        "gauge",
+        "Topics with at least one stream.",
+        b.per_topic.len() as u64,
+    );
     metric(
         "runnel_subscriptions",
         "gauge",
@@ -111,8 +129,18 @@ pub fn metrics_text(hub: &Hub) -> String {
         "Streams opened since start.",
         c.streams_opened.load(Ordering::Relaxed),
     );
-    metric("runnel_store_events", "gauge", "Events in the replay log.", s.events);
-    metric("runnel_store_bytes", "gauge", "Bytes of events in the replay log.", s.bytes);
+    metric(
+        "runnel_store_events",
+        "gauge",
+        "Events in the replay log.",
+        s.events,
+    );
+    metric(
+        "runnel_store_bytes",
+        "gauge",
+        "Bytes of events in the replay log.",
+        s.bytes,
+    );
     metric(
         "runnel_store_healthy",
         "gauge",

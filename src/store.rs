@@ -441,10 +441,7 @@ impl Store {
             ..Chunk::default()
         };
         let mut bytes = 0;
-        let range = self
-            .inner
-            .db
-            .range(event_key(after + 1)..=event_key(until));
+        let range = self.inner.db.range(event_key(after + 1)..=event_key(until));
         for (scanned, item) in range.enumerate() {
             if scanned >= MAX_SCANNED || chunk.frames.len() >= max_events || bytes >= max_bytes {
                 return Ok(chunk);
@@ -494,8 +491,7 @@ impl Store {
                 .into_iter()
                 .filter_map(|t| {
                     let n = a.per_topic.get(&t).copied().unwrap_or(0);
-                    (n > self.inner.retention_events)
-                        .then(|| (t, n - self.inner.retention_events))
+                    (n > self.inner.retention_events).then(|| (t, n - self.inner.retention_events))
                 })
                 .collect()
         };
@@ -735,7 +731,13 @@ mod tests {
         let b = format_id(0xdead_beef, 10);
         assert!(a < b);
         assert_eq!(parse_id(&a), Some((0xdead_beef, 9)));
-        for bad in ["", "x", "deadbeef-9", "deadbeef-000000000000000g", "deadbeef+0000000000000009"] {
+        for bad in [
+            "",
+            "x",
+            "deadbeef-9",
+            "deadbeef-000000000000000g",
+            "deadbeef+0000000000000009",
+        ] {
             assert_eq!(parse_id(bad), None, "{bad}");
         }
     }

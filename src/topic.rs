@@ -55,7 +55,10 @@ fn check(name: &str, pattern: bool) -> Result<(), TopicError> {
             });
         }
     }
-    if name.split('/').any(|s| s.is_empty() || s == "." || s == "..") {
+    if name
+        .split('/')
+        .any(|s| s.is_empty() || s == "." || s == "..")
+    {
         return Err(TopicError::Segment {
             what,
             name: name.to_string(),
@@ -160,7 +163,13 @@ mod tests {
 
     #[test]
     fn topics() {
-        for ok in ["news", "a/b/c", "user/alice@example.com", "x:y-z_1.2", "$broadcast"] {
+        for ok in [
+            "news",
+            "a/b/c",
+            "user/alice@example.com",
+            "x:y-z_1.2",
+            "$broadcast",
+        ] {
             assert!(validate_topic(ok).is_ok(), "{ok}");
         }
         for bad in [

@@ -1,0 +1,160 @@
+//! SPEC §5.6: health, stats, metrics, connections; request ids; the console page.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use serde_json::json;
+
+#[tokio::test]
+async fn health_is_ok() {
+    let hub = TestHub::start().await;
+    let r = hub.get("/health").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["status"], "ok");
+    let head = request(hub.addr, "HEAD", "/health", &[], b"").await;
+    assert_eq!(head.status, 200);
+}
+
+#[tokio::test]
+async fn every_response_has_a_request_id_and_echoes_a_sane_one() {
+    let hub = TestHub::start().await;
+    let a = hub.get("/health").await;
+    let b = hub.get("/nope").await;
+    let (ida, idb) = (
+        a.header("x-request-id").unwrap(),
+        b.header("x-request-id").unwrap(),
+    );
+    assert_ne!(ida, idb);
+    let r = request(
+        hub.addr,
+        "GET",
+        "/health",
+        &[("x-request-id", "trace-123")],
+        b"",
+    )
+    .await;
+    assert_eq!(r.header("x-request-id"), Some("trace-123"));
+    let r = request(
+        hub.addr,
+        "GET",
+        "/health",
+        &[("x-request-id", "bad id\u{7f}")],
+        b"",
+    )
+    .await;
+    assert_ne!(r.header("x-request-id"), Some("bad id\u{7f}"));
+}
+
+#[tokio::test]
+async fn stats_counts_streams_topics_and_events() {
+    let hub = TestHub::start().await;
+    let mut a = hub.sse("/events?topic=news").await;
+    let mut b = hub.sse("/events?topic=news&topic=sensors/*").await;
+    a.connected().await;
+    b.connected().await;
+    hub.publish(json!({"topic": "news", "data": 1})).await;
+    hub.publish(json!({"topic": "sensors/x", "data": 2})).await;
+    a.next().await;
+    b.next().await;
+    b.next().await;
+    let s = hub.get("/stats").await.json();
+    assert_eq!(s["connections"]["total"], 2);
+    assert_eq!(s["connections"]["max"], 10_000);
+    assert_eq!(s["connections"]["users"], 0);
+    assert_eq!(
+        s["topics"]["per_topic"],
+        json!({"$broadcast": 2, "news": 2, "sensors/*": 1})
+    );
+    assert_eq!(s["topics"]["total"], 3);
+    assert_eq!(s["topics"]["subscriptions"], 5);
+    assert_eq!(s["events"]["published"], 2);
+    assert_eq!(s["events"]["delivered"], 3);
+    assert_eq!(s["events"]["dropped_slow_streams"], 0);
+    assert_eq!(s["store"]["events"], 2);
+    assert!(s["store"]["bytes"].as_u64().unwrap() > 0);
+    assert!(s["uptime_s"].is_u64());
+}
+
+#[tokio::test]
+async fn metrics_are_prometheus_text() {
+    let hub = TestHub::start().await;
+    let mut a = hub.sse("/events?topic=m").await;
+    a.connected().await;
+    hub.publish(json!({"topic": "m", "data": 1})).await;
+    a.next().await;
+    let r = hub.get("/metrics").await;
+    assert_eq!(r.status, 200);
+    assert!(
+        r.header("content-type")
+            .unwrap()
+            .starts_with("text/plain; version=0.0.4")
+    );
+    let t = r.text();
+    for line in [
+        "runnel_connections 1",
+        "runnel_events_published_total 1",
+        "runnel_events_delivered_total 1",
+        "# TYPE runnel_events_published_total counter",
+        "# TYPE runnel_connections gauge",
+    ] {
+        assert!(t.lines().any(|l| l == line), "missing {line:?} in\n{t}");
+    }
+    for l in t.lines().filter(|l| !l.starts_with('#')) {
+        let (name, value) = l.split_once(' ').unwrap();
+        assert!(
+            name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
+            "{l}"
+        );
+        value.parse::<f64>().unwrap();
+    }
+}
+
+#[tokio::test]
+async fn connections_are_listed_and_can_be_closed() {
+    let hub = TestHub::start().await;
+    let mut s = hub.sse("/events?topic=watched").await;
+    let id = s.connected().await["connection_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let list = hub.get("/connections").await.json();
+    let c = &list["connections"][0];
+    assert_eq!(c["id"], id.as_str());
+    assert_eq!(c["ip"], "127.0.0.1");
+    assert_eq!(c["topics"], json!(["watched", "$broadcast"]));
+    assert_eq!(c["queued"], 0);
+    assert!(c["connected_at"].as_u64().unwrap() > 1_700_000_000_000);
+
+    let r = request(hub.addr, "DELETE", &format!("/connections/{id}"), &[], b"").await;
+    assert_eq!(r.status, 204);
+    let closed = s.next().await;
+    assert!(closed.is_control("closed"), "{closed:?}");
+    assert_eq!(closed.json()["reason"], "closed_by_admin");
+    assert!(s.rest(Duration::from_secs(5)).await.is_empty());
+    assert!(s.ended);
+
+    let r = request(hub.addr, "DELETE", &format!("/connections/{id}"), &[], b"").await;
+    r.assert_error(404, "not_found");
+    // A guessed id with the right counter but the wrong secret part is not found.
+    let forged = format!("{}-{}", id.split('-').next().unwrap(), "0".repeat(32));
+    let r = request(
+        hub.addr,
+        "DELETE",
+        &format!("/connections/{forged}"),
+        &[],
+        b"",
+    )
+    .await;
+    r.assert_error(404, "not_found");
+}
+
+#[tokio::test]
+async fn console_page_is_served() {
+    let hub = TestHub::start().await;
+    let r = hub.get("/").await;
+    assert_eq!(r.status, 200);
+    assert!(r.header("content-type").unwrap().starts_with("text/html"));
+    assert!(r.text().contains("runnel"));
+}
