@@ -53,8 +53,11 @@ pub struct BrokerLimits {
     pub max_connections: usize,
     pub max_per_user: usize,
     pub max_per_ip: usize,
+    pub max_topics: usize,
     pub stream_queue: usize,
     pub heartbeat_ms: u64,
+    pub single_connection_per_user: bool,
+    pub session_ttl_ms: u64,
 }
 
 /// The broker handle: cheap to clone.
@@ -81,15 +84,30 @@ struct Registry {
     by_topic: HashMap<String, HashMap<u64, Arc<Subscriber>>>,
     /// Wildcard subscriptions, matched against every event's topics.
     wildcards: Vec<(Pattern, Arc<Subscriber>)>,
-    per_user: HashMap<String, usize>,
+    /// A user's open streams.
+    by_user: HashMap<String, Vec<u64>>,
     per_ip: HashMap<IpAddr, usize>,
+    /// Topics users added with `POST /subscribe`, applied to all their streams.
+    sessions: HashMap<String, Session>,
     fanned_through: u64,
     closed: bool,
 }
 
 struct Entry {
     sub: Arc<Subscriber>,
+    /// Everything the stream receives.
     topics: Vec<String>,
+    /// What it received without the session: named at open (or added to this stream by
+    /// connection id), its personal topic and the broadcast.
+    base: Vec<String>,
+}
+
+/// A user's session: topics added with `POST /subscribe`.
+#[derive(Default)]
+struct Session {
+    topics: Vec<String>,
+    /// Coarse time of the last session call or of the user's last stream closing.
+    touched_ms: u64,
 }
 
 /// Who is opening a stream and what it receives.
@@ -98,8 +116,11 @@ pub struct StreamSpec {
     pub user: Option<String>,
     pub admin: bool,
     pub ip: IpAddr,
-    /// Every topic or pattern the stream receives (named, personal, session, broadcast).
+    /// The topics the stream names, its personal topic and the broadcast; the user's
+    /// session topics are added by the broker.
     pub topics: Vec<String>,
+    /// When the stream's credential expires (Unix ms).
+    pub expires_at: Option<u64>,
 }
 
 /// The broker's side of one open stream.
@@ -112,6 +133,8 @@ pub struct Subscriber {
     pub ip: IpAddr,
     /// Unix time in ms.
     pub connected_at: u64,
+    /// Unix time in ms when the credential expires: the stream ends then.
+    pub expires_at: Option<u64>,
     queue: Mutex<Queue>,
 }
 
@@ -137,6 +160,8 @@ pub struct Registration {
     pub sub: Arc<Subscriber>,
     /// Every event up to this seq was fanned out before the stream existed: replay those.
     pub live_from: u64,
+    /// Everything the stream receives, session topics included.
+    pub topics: Vec<String>,
 }
 
 impl Subscriber {
@@ -292,15 +317,40 @@ impl Broker {
         self.inner.now_ms.load(Ordering::Relaxed)
     }
 
-    /// Registers a new stream. Fails when the hub is shutting down or a limit is reached.
-    pub fn register(&self, spec: StreamSpec) -> Result<Registration, Error> {
+    /// Registers a new stream, adding the user's session topics that `may_read` allows.
+    /// Fails when the hub is shutting down or a limit is reached.
+    pub fn register(
+        &self,
+        spec: StreamSpec,
+        may_read: impl Fn(&str) -> bool,
+    ) -> Result<Registration, Error> {
         let limits = &self.inner.limits;
+        let mut replaced = Vec::new();
         let mut reg = self.registry();
         if reg.closed {
             return Err(Error::Unavailable {
                 message: "the hub is shutting down".into(),
                 retry_after: Some(5),
             });
+        }
+        if let Some(user) = &spec.user {
+            let open = reg.by_user.get(user).map_or(0, Vec::len);
+            if limits.single_connection_per_user {
+                let keys = reg.by_user.get(user).cloned().unwrap_or_default();
+                for k in keys {
+                    if let Some(e) = reg.remove(k, self.now_ms()) {
+                        replaced.push(e.sub);
+                    }
+                }
+            } else if open >= limits.max_per_user {
+                return Err(Error::TooManyRequests {
+                    message: format!(
+                        "user {user:?} already has {open} open streams \
+                         (limits.max_connections_per_user)"
+                    ),
+                    retry_after: 10,
+                });
+            }
         }
         if reg.streams.len() >= limits.max_connections {
             return Err(Error::Unavailable {
@@ -309,17 +359,6 @@ impl Broker {
                     reg.streams.len()
                 ),
                 retry_after: Some(10),
-            });
-        }
-        if let Some(user) = &spec.user
-            && reg.per_user.get(user).copied().unwrap_or(0) >= limits.max_per_user
-        {
-            return Err(Error::TooManyRequests {
-                message: format!(
-                    "user {user:?} already has {} open streams (limits.max_connections_per_user)",
-                    limits.max_per_user
-                ),
-                retry_after: 10,
             });
         }
         if reg.per_ip.get(&spec.ip).copied().unwrap_or(0) >= limits.max_per_ip {
@@ -340,6 +379,7 @@ impl Broker {
             admin: spec.admin,
             ip: spec.ip,
             connected_at: unix_ms(),
+            expires_at: spec.expires_at,
             queue: Mutex::new(Queue {
                 items: VecDeque::new(),
                 waker: None,
@@ -348,43 +388,146 @@ impl Broker {
                 last_write_ms: self.now_ms(),
             }),
         });
+        let mut topics = spec.topics.clone();
         if let Some(user) = &spec.user {
-            *reg.per_user.entry(user.clone()).or_default() += 1;
+            reg.by_user.entry(user.clone()).or_default().push(key);
+            if let Some(session) = reg.sessions.get(user) {
+                for t in &session.topics {
+                    if !topics.contains(t) && may_read(t) {
+                        topics.push(t.clone());
+                    }
+                }
+            }
         }
         *reg.per_ip.entry(spec.ip).or_default() += 1;
-        for t in &spec.topics {
+        for t in &topics {
             reg.subscribe(t, &sub);
         }
         reg.streams.insert(
             key,
             Entry {
                 sub: sub.clone(),
-                topics: spec.topics,
+                topics: topics.clone(),
+                base: spec.topics,
             },
         );
+        let live_from = reg.fanned_through;
+        drop(reg);
+        for old in replaced {
+            old.close(
+                Some(sse::control_frame(
+                    "closed",
+                    &serde_json::json!({"reason": "replaced",
+                        "message": "a newer stream of the same user replaced this one"}),
+                )),
+                true,
+            );
+        }
         self.inner
             .counters
             .streams_opened
             .fetch_add(1, Ordering::Relaxed);
         Ok(Registration {
             sub,
-            live_from: reg.fanned_through,
+            live_from,
+            topics,
         })
     }
 
     /// Removes a stream (its body was dropped: the client left or the stream ended).
     pub fn unregister(&self, sub: &Subscriber) {
+        let now = self.now_ms();
+        self.registry().remove(sub.key, now);
+    }
+
+    /// Adds topics to a user's session and to every open stream of the user. Returns the
+    /// session's topics.
+    pub fn session_subscribe(&self, user: &str, topics: &[String]) -> Result<Vec<String>, Error> {
+        let max = self.inner.limits.max_topics;
+        let now = self.now_ms();
         let mut reg = self.registry();
-        let Some(entry) = reg.streams.remove(&sub.key) else {
-            return;
+        let session = reg.sessions.entry(user.to_string()).or_default();
+        let new: Vec<String> = topics
+            .iter()
+            .filter(|t| !session.topics.contains(t))
+            .cloned()
+            .collect();
+        if session.topics.len() + new.len() > max {
+            return Err(Error::BadRequest(format!(
+                "a session holds at most {max} topics (limits.max_topics_per_stream)"
+            )));
+        }
+        session.topics.extend(new);
+        session.touched_ms = now;
+        let result = session.topics.clone();
+        let keys = reg.by_user.get(user).cloned().unwrap_or_default();
+        for k in keys {
+            reg.add_topics(k, topics, false);
+        }
+        Ok(result)
+    }
+
+    /// Removes topics from a user's session and from the user's open streams (except what a
+    /// stream named itself). Returns the session's topics.
+    pub fn session_unsubscribe(&self, user: &str, topics: &[String]) -> Vec<String> {
+        let now = self.now_ms();
+        let mut reg = self.registry();
+        let result = match reg.sessions.get_mut(user) {
+            Some(s) => {
+                s.topics.retain(|t| !topics.contains(t));
+                s.touched_ms = now;
+                s.topics.clone()
+            }
+            None => Vec::new(),
         };
-        for t in &entry.topics {
-            reg.unsubscribe(t, sub.key);
+        let keys = reg.by_user.get(user).cloned().unwrap_or_default();
+        for k in keys {
+            reg.remove_topics(k, topics, false);
         }
-        if let Some(user) = &sub.user {
-            decrement(&mut reg.per_user, user);
+        result
+    }
+
+    /// Adds topics to one stream, found by its connection id. Returns the stream's topics.
+    pub fn stream_subscribe(&self, id: &str, topics: &[String]) -> Result<Vec<String>, Error> {
+        let max = self.inner.limits.max_topics;
+        let mut reg = self.registry();
+        let key = reg.key_of(id).ok_or_else(|| no_stream(id))?;
+        let e = &reg.streams[&key];
+        let named = e.base.len().saturating_sub(2)
+            + topics.iter().filter(|t| !e.topics.contains(t)).count();
+        if named > max {
+            return Err(Error::BadRequest(format!(
+                "a stream names at most {max} topics (limits.max_topics_per_stream)"
+            )));
         }
-        decrement(&mut reg.per_ip, &sub.ip);
+        reg.add_topics(key, topics, true);
+        Ok(reg.streams[&key].topics.clone())
+    }
+
+    /// Removes topics from one stream. Its personal topic and the broadcast stay.
+    pub fn stream_unsubscribe(&self, id: &str, topics: &[String]) -> Result<Vec<String>, Error> {
+        let mut reg = self.registry();
+        let key = reg.key_of(id).ok_or_else(|| no_stream(id))?;
+        let sub = &reg.streams[&key].sub;
+        let own = sub.user.as_deref().map(topic::personal_topic);
+        if let Some(t) = topics
+            .iter()
+            .find(|t| *t == topic::BROADCAST || Some(t.as_str()) == own.as_deref())
+        {
+            return Err(Error::BadRequest(format!(
+                "{t:?} cannot be unsubscribed: every stream receives the broadcast and its \
+                 user's personal topic"
+            )));
+        }
+        reg.remove_topics(key, topics, true);
+        Ok(reg.streams[&key].topics.clone())
+    }
+
+    /// True if the stream with this id belongs to `user`.
+    pub fn stream_owned_by(&self, id: &str, user: &str) -> Option<bool> {
+        let reg = self.registry();
+        let key = reg.key_of(id)?;
+        Some(reg.streams[&key].sub.user.as_deref() == Some(user))
     }
 
     /// Queues one event for every stream that receives one of its topics, at most once per
@@ -416,11 +559,31 @@ impl Broker {
         let now = u64::try_from(self.inner.started.elapsed().as_millis()).unwrap_or(u64::MAX);
         self.inner.now_ms.store(now, Ordering::Relaxed);
         let hb = self.inner.limits.heartbeat_ms;
+        let ttl = self.inner.limits.session_ttl_ms;
+        let wall = unix_ms();
         let subs: Vec<Arc<Subscriber>> = {
-            let reg = self.registry();
+            let mut reg = self.registry();
+            let Registry {
+                sessions, by_user, ..
+            } = &mut *reg;
+            sessions.retain(|user, s| {
+                by_user.contains_key(user) || now.saturating_sub(s.touched_ms) < ttl
+            });
             reg.streams.values().map(|e| e.sub.clone()).collect()
         };
         for s in subs {
+            if s.expires_at.is_some_and(|exp| exp <= wall) {
+                tracing::debug!(conn = %s.id, "credential expired; ending stream");
+                s.close(
+                    Some(sse::control_frame(
+                        "closed",
+                        &serde_json::json!({"reason": "token_expired",
+                            "message": "the stream's credential expired"}),
+                    )),
+                    false,
+                );
+                continue;
+            }
             let waker = {
                 let mut q = s.lock();
                 if matches!(q.state, State::Open)
@@ -464,11 +627,9 @@ impl Broker {
 
     /// Looks a stream up by its public id.
     pub fn find(&self, id: &str) -> Option<Arc<Subscriber>> {
-        let key = u64::from_str_radix(id.split('-').next()?, 16).ok()?;
         let reg = self.registry();
-        let e = reg.streams.get(&key)?;
-        // The random part makes the id unguessable; compare it in constant time.
-        ring_eq(e.sub.id.as_bytes(), id.as_bytes()).then(|| e.sub.clone())
+        let key = reg.key_of(id)?;
+        Some(reg.streams[&key].sub.clone())
     }
 
     /// A snapshot of the open streams, for `/connections`.
@@ -506,7 +667,7 @@ impl Broker {
         per_topic.sort();
         BrokerSnapshot {
             connections: reg.streams.len(),
-            users: reg.per_user.len(),
+            users: reg.by_user.len(),
             subscriptions: reg.streams.values().map(|e| e.topics.len()).sum(),
             per_topic,
         }
@@ -519,6 +680,79 @@ impl Broker {
 }
 
 impl Registry {
+    /// The registry key of a public connection id, if the id is exactly right.
+    fn key_of(&self, id: &str) -> Option<u64> {
+        let key = u64::from_str_radix(id.split('-').next()?, 16).ok()?;
+        let e = self.streams.get(&key)?;
+        // The random part makes the id unguessable; compare it in constant time.
+        ring_eq(e.sub.id.as_bytes(), id.as_bytes()).then_some(key)
+    }
+
+    /// Takes a stream out of every index.
+    fn remove(&mut self, key: u64, now_ms: u64) -> Option<Entry> {
+        let entry = self.streams.remove(&key)?;
+        for t in &entry.topics {
+            self.unsubscribe(t, key);
+        }
+        if let Some(user) = &entry.sub.user
+            && let Some(keys) = self.by_user.get_mut(user)
+        {
+            keys.retain(|k| *k != key);
+            if keys.is_empty() {
+                self.by_user.remove(user);
+                // The session's idle time starts when the user's last stream closes.
+                if let Some(s) = self.sessions.get_mut(user) {
+                    s.touched_ms = now_ms;
+                }
+            }
+        }
+        decrement(&mut self.per_ip, &entry.sub.ip);
+        Some(entry)
+    }
+
+    /// Adds topics to a stream (and to what it names itself, if `named`).
+    fn add_topics(&mut self, key: u64, topics: &[String], named: bool) {
+        let Some(e) = self.streams.get_mut(&key) else {
+            return;
+        };
+        let sub = e.sub.clone();
+        let mut added = Vec::new();
+        for t in topics {
+            if named && !e.base.contains(t) {
+                e.base.push(t.clone());
+            }
+            if !e.topics.contains(t) {
+                e.topics.push(t.clone());
+                added.push(t.clone());
+            }
+        }
+        for t in &added {
+            self.subscribe(t, &sub);
+        }
+    }
+
+    /// Removes topics from a stream; without `named`, topics the stream named stay.
+    fn remove_topics(&mut self, key: u64, topics: &[String], named: bool) {
+        let Some(e) = self.streams.get_mut(&key) else {
+            return;
+        };
+        let mut removed = Vec::new();
+        for t in topics {
+            if named {
+                e.base.retain(|b| b != t);
+            } else if e.base.contains(t) {
+                continue;
+            }
+            if let Some(i) = e.topics.iter().position(|x| x == t) {
+                e.topics.remove(i);
+                removed.push(t.clone());
+            }
+        }
+        for t in &removed {
+            self.unsubscribe(t, key);
+        }
+    }
+
     fn subscribe(&mut self, t: &str, sub: &Arc<Subscriber>) {
         if t.contains('*') {
             if let Ok(p) = Pattern::new(t) {
@@ -552,6 +786,10 @@ fn decrement<K: std::hash::Hash + Eq>(map: &mut HashMap<K, usize>, k: &K) {
             map.remove(k);
         }
     }
+}
+
+fn no_stream(id: &str) -> Error {
+    Error::NotFound(format!("no open stream has connection_id {id:?}"))
 }
 
 fn ring_eq(a: &[u8], b: &[u8]) -> bool {

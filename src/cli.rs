@@ -35,6 +35,8 @@ enum Command {
         #[arg(short = 'c', long = "config", value_name = "FILE")]
         config: Option<PathBuf>,
     },
+    /// Mint a JWT with the configured auth.jwt_secret.
+    Token(TokenArgs),
     /// Publish an event; DATA or standard input is the data.
     Pub(PubArgs),
     /// Print events as they arrive; reconnects and resumes by itself.
@@ -74,6 +76,28 @@ impl Remote {
 }
 
 #[derive(Args, Debug)]
+struct TokenArgs {
+    /// The user the token names (`sub`); their personal topic is user/<sub>.
+    #[arg(long)]
+    sub: String,
+    /// A pattern the token may read (repeatable; default: auth.default_subscribe).
+    #[arg(long, value_name = "PATTERN")]
+    subscribe: Vec<String>,
+    /// A pattern the token may publish to (repeatable).
+    #[arg(long, value_name = "PATTERN")]
+    publish: Vec<String>,
+    /// `admin` for a token that may do everything.
+    #[arg(long, value_parser = ["admin"])]
+    role: Option<String>,
+    /// How long the token is valid, like 1h, 30m or 7d.
+    #[arg(long, default_value = "1h")]
+    ttl: crate::config::Dur,
+    /// Configuration file holding auth.jwt_secret.
+    #[arg(short = 'c', long = "config", value_name = "FILE")]
+    config: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
 struct PubArgs {
     /// The topic to publish to.
     topic: String,
@@ -106,6 +130,7 @@ pub fn main() -> ExitCode {
     let result = match cli.command.unwrap_or(Command::Serve(cli.serve)) {
         Command::Serve(args) => serve(args),
         Command::Check { config } => return check(config),
+        Command::Token(args) => token(args),
         Command::Pub(args) => client_runtime(publish(args)),
         Command::Sub(args) => client_runtime(subscribe(args)),
     };
@@ -184,6 +209,26 @@ fn check(path: Option<PathBuf>) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn token(args: TokenArgs) -> anyhow::Result<()> {
+    let (config, _) = load(&ServeArgs {
+        config: args.config,
+        ..ServeArgs::default()
+    })?;
+    let t = crate::auth::mint(
+        &config,
+        &crate::auth::TokenRequest {
+            sub: args.sub,
+            subscribe: args.subscribe,
+            publish: args.publish,
+            admin: args.role.is_some(),
+            ttl: args.ttl.0,
+        },
+    )
+    .map_err(|e| anyhow::anyhow!(e))?;
+    println!("{t}");
+    Ok(())
 }
 
 fn client_runtime(f: impl std::future::Future<Output = anyhow::Result<()>>) -> anyhow::Result<()> {

@@ -160,11 +160,26 @@ pub struct AuthConfig {
     pub jwt_secret: Option<Secret>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub jwt_public_key_file: Option<PathBuf>,
+    /// `RS256` or `ES256` for `jwt_public_key_file` (default: from the key's type).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub jwt_algorithm: Option<String>,
+    /// When set, tokens must carry this `aud`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub jwt_audience: Option<String>,
+    /// When set, tokens must carry this `iss`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub jwt_issuer: Option<String>,
+    /// Clock skew allowed on `exp` and `nbf`.
     pub leeway: Dur,
     pub cookie_name: String,
     pub anonymous_subscribe: Vec<String>,
     pub default_subscribe: Vec<String>,
     pub allow_ips: Vec<String>,
+    /// A user's session (topics added with `POST /subscribe`) is forgotten after this long
+    /// without an open stream or a session call.
+    pub session_ttl: Dur,
+    /// `GET /metrics` without credentials (for a Prometheus on the LAN).
+    pub public_metrics: bool,
     pub api_keys: Vec<ApiKeyConfig>,
 }
 
@@ -174,11 +189,16 @@ impl Default for AuthConfig {
             required: None,
             jwt_secret: None,
             jwt_public_key_file: None,
+            jwt_algorithm: None,
+            jwt_audience: None,
+            jwt_issuer: None,
             leeway: Dur::secs(0),
             cookie_name: "runnel_token".into(),
             anonymous_subscribe: Vec::new(),
             default_subscribe: vec!["*".into()],
             allow_ips: Vec::new(),
+            session_ttl: Dur::secs(24 * 3600),
+            public_metrics: false,
             api_keys: Vec::new(),
         }
     }
@@ -205,8 +225,12 @@ pub struct ApiKeyConfig {
     pub name: String,
     /// Hex SHA-256 of the key; the key itself is never stored.
     pub key_sha256: String,
+    /// Patterns this key may publish to.
     #[serde(default)]
     pub publish: Vec<String>,
+    /// Patterns this key may read (besides `anonymous_subscribe`).
+    #[serde(default)]
+    pub subscribe: Vec<String>,
     #[serde(default)]
     pub admin: bool,
 }
@@ -452,6 +476,22 @@ impl Config {
         {
             return err("auth.jwt_secret is empty");
         }
+        if let Some(alg) = &a.jwt_algorithm {
+            let ok = match alg.as_str() {
+                "HS256" => a.jwt_secret.is_some(),
+                "RS256" | "ES256" => a.jwt_public_key_file.is_some(),
+                _ => false,
+            };
+            if !ok {
+                return err(format!(
+                    "auth.jwt_algorithm = {alg:?}: use HS256 with jwt_secret, or RS256/ES256 \
+                     with jwt_public_key_file"
+                ));
+            }
+        }
+        if a.session_ttl.0 < Duration::from_secs(1) {
+            return err("auth.session_ttl must be at least 1s");
+        }
         if a.cookie_name.is_empty()
             || !a
                 .cookie_name
@@ -490,7 +530,7 @@ impl Config {
                     k.name
                 ));
             }
-            for p in &k.publish {
+            for p in k.publish.iter().chain(&k.subscribe) {
                 topic::validate_pattern(p)
                     .map_err(|e| ConfigError(format!("auth.api_keys {:?}: {e}", k.name)))?;
             }

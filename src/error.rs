@@ -91,6 +91,7 @@ impl Error {
     pub fn extra_headers(&self) -> Vec<(&'static str, String)> {
         match self {
             Error::MethodNotAllowed { allow, .. } => vec![("allow", (*allow).to_string())],
+            Error::Unauthorized(_) => vec![("www-authenticate", "Bearer realm=\"runnel\"".into())],
             Error::TooManyRequests { retry_after, .. } => {
                 vec![("retry-after", retry_after.to_string())]
             }

@@ -72,14 +72,70 @@ pub async fn handle(
     peer: SocketAddr,
 ) -> Result<Resp, Infallible> {
     let request_id = request_id(&hub, &req);
-    let mut resp = match dispatch(&hub, req, peer).await {
-        Ok(r) => r,
-        Err(e) => error_response(&e),
+    // CORS headers go on every answer to an allowed origin, errors included, so the page
+    // can read them.
+    let cors_origin = req
+        .headers()
+        .get(http::header::ORIGIN)
+        .filter(|o| o.to_str().is_ok_and(|o| hub.auth.origin_allowed(o)))
+        .cloned();
+    let mut resp = if !hub.auth.ip_allowed(peer.ip()) {
+        error_response(&Error::Forbidden(format!(
+            "{} is not in auth.allow_ips",
+            peer.ip()
+        )))
+    } else if req.method() == Method::OPTIONS {
+        preflight(&req, cors_origin.is_some())
+    } else {
+        match dispatch(&hub, req, peer).await {
+            Ok(r) => r,
+            Err(e) => error_response(&e),
+        }
     };
+    let h = resp.headers_mut();
     if let Ok(v) = HeaderValue::from_str(&request_id) {
-        resp.headers_mut().insert("x-request-id", v);
+        h.insert("x-request-id", v);
+    }
+    if let Some(origin) = cors_origin {
+        h.insert("access-control-allow-origin", origin);
+        h.insert(
+            "access-control-allow-credentials",
+            HeaderValue::from_static("true"),
+        );
+        h.insert(
+            "access-control-expose-headers",
+            HeaderValue::from_static("x-request-id, retry-after, idempotent-replayed"),
+        );
+        h.append(http::header::VARY, HeaderValue::from_static("origin"));
     }
     Ok(resp)
+}
+
+/// A CORS preflight: 204 for an allowed origin (the caller adds the origin headers),
+/// 403 for any other.
+fn preflight(req: &Request<Incoming>, allowed: bool) -> Resp {
+    if !allowed {
+        return error_response(&Error::Forbidden(
+            "this origin is not in cors.allow_origins".into(),
+        ));
+    }
+    let mut r = Response::new(Body::Full(None));
+    *r.status_mut() = StatusCode::NO_CONTENT;
+    let h = r.headers_mut();
+    h.insert(
+        "access-control-allow-methods",
+        HeaderValue::from_static("GET, POST, DELETE, OPTIONS"),
+    );
+    let asked = req
+        .headers()
+        .get("access-control-request-headers")
+        .cloned()
+        .unwrap_or(HeaderValue::from_static(
+            "authorization, content-type, last-event-id, x-api-key, x-auth-token, x-request-id",
+        ));
+    h.insert("access-control-allow-headers", asked);
+    h.insert("access-control-max-age", HeaderValue::from_static("600"));
+    r
 }
 
 /// The client's `x-request-id` if it is a sane token, otherwise a fresh one.
@@ -134,7 +190,9 @@ async fn dispatch(hub: &Hub, req: Request<Incoming>, peer: SocketAddr) -> Result
         }
         "/metrics" => {
             allow(m, &[Method::GET], "GET")?;
-            admin(hub, &parts, peer)?;
+            if !hub.auth.public_metrics() {
+                admin(hub, &parts, peer)?;
+            }
             Ok(text_response(
                 StatusCode::OK,
                 "text/plain; version=0.0.4; charset=utf-8",
@@ -145,6 +203,15 @@ async fn dispatch(hub: &Hub, req: Request<Incoming>, peer: SocketAddr) -> Result
             allow(m, &[Method::GET], "GET")?;
             admin(hub, &parts, peer)?;
             Ok(connections(hub))
+        }
+        "/subscribe" | "/unsubscribe" => {
+            allow(m, &[Method::POST], "POST")?;
+            let add = path == "/subscribe";
+            Box::pin(session_change(hub, parts, body, peer, add)).await
+        }
+        "/auth/sse-token" => {
+            allow(m, &[Method::POST], "POST")?;
+            sse_token(hub, &parts, peer)
         }
         _ => {
             if let Some(t) = path.strip_prefix("/events/") {
@@ -192,8 +259,8 @@ fn query(parts: &Parts) -> Vec<(String, String)> {
         .unwrap_or_default()
 }
 
-fn authenticate(hub: &Hub, parts: &Parts, peer: SocketAddr) -> Result<Caller, Error> {
-    hub.auth.authenticate(parts, peer.ip())
+fn authenticate(hub: &Hub, parts: &Parts, _peer: SocketAddr) -> Result<Caller, Error> {
+    hub.auth.authenticate(parts, false)
 }
 
 fn admin(hub: &Hub, parts: &Parts, peer: SocketAddr) -> Result<Caller, Error> {
@@ -201,7 +268,7 @@ fn admin(hub: &Hub, parts: &Parts, peer: SocketAddr) -> Result<Caller, Error> {
     if c.is_admin() {
         Ok(c)
     } else {
-        Err(Error::Forbidden("this endpoint is for admins".into()))
+        Err(c.refuse("this endpoint is for admins".into()))
     }
 }
 
@@ -215,7 +282,10 @@ fn events(
     peer: SocketAddr,
     path_topic: Option<String>,
 ) -> Result<Resp, Error> {
-    let caller = authenticate(hub, parts, peer)?;
+    let caller = hub.auth.authenticate(parts, true)?;
+    if !caller.may_stream() {
+        return Err(Error::Unauthorized("credentials are required".into()));
+    }
     let mut named: Vec<String> = path_topic.into_iter().collect();
     let mut query_last = None;
     for (k, v) in query(parts) {
@@ -233,12 +303,7 @@ fn events(
             named.len()
         )));
     }
-    for t in &named {
-        topic::validate_pattern(t)?;
-        if !caller.can_read(t) {
-            return Err(Error::Forbidden(format!("you may not read topic {t:?}")));
-        }
-    }
+    check_readable(&caller, &named)?;
     // The header wins over the query parameter (an EventSource reconnect sends the header).
     let last_id = parts
         .headers
@@ -253,24 +318,37 @@ fn events(
     }
     topics.push(topic::BROADCAST.to_string());
     dedup(&mut topics);
-    let selector = Selector::new(&topics, caller.user.clone(), caller.admin);
 
+    let reg = hub.broker.register(
+        StreamSpec {
+            user: caller.user.clone(),
+            admin: caller.admin,
+            ip: peer.ip(),
+            topics,
+            expires_at: caller.expires_at,
+        },
+        |t| caller.can_read(t),
+    )?;
+    let live_from = reg.live_from;
+    let topics = reg.topics;
+    // From here the stream is registered; the body unregisters it when dropped (so an
+    // error below must still build the body, or unregister).
+    let selector = Selector::new(&topics, caller.user.clone(), caller.admin);
     let resume = last_id.as_deref().map(|id| hub.store.parse_id(id));
     let pruned = match resume {
-        Some(Resume::After(seq)) if seq > 0 => hub
-            .store
-            .pruned_since(&selector, seq)
-            .map_err(|e| Error::unavailable(format!("the event log cannot be read: {e}")))?,
+        Some(Resume::After(seq)) if seq > 0 && seq <= live_from => {
+            match hub.store.pruned_since(&selector, seq) {
+                Ok(p) => p,
+                Err(e) => {
+                    hub.broker.unregister(&reg.sub);
+                    return Err(Error::unavailable(format!(
+                        "the event log cannot be read: {e}"
+                    )));
+                }
+            }
+        }
         _ => false,
     };
-    let reg = hub.broker.register(StreamSpec {
-        user: caller.user.clone(),
-        admin: caller.admin,
-        ip: peer.ip(),
-        topics: topics.clone(),
-    })?;
-    let live_from = reg.live_from;
-    // From here the stream is registered; the body unregisters it when dropped.
     let (reset, replay_after) = match resume {
         None => (None, None),
         Some(Resume::After(seq)) if seq > live_from => (Some("unknown_id"), Some(0)),
@@ -314,6 +392,17 @@ fn events(
     h.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     h.insert("x-accel-buffering", HeaderValue::from_static("no"));
     Ok(resp)
+}
+
+/// Validates topics or patterns and checks the caller may read each (SPEC §5.1, §5.4).
+fn check_readable(caller: &Caller, topics: &[String]) -> Result<(), Error> {
+    for t in topics {
+        topic::validate_pattern(t)?;
+        if !caller.can_read(t) {
+            return Err(caller.refuse(format!("you may not read topic {t:?}")));
+        }
+    }
+    Ok(())
 }
 
 fn dedup(v: &mut Vec<String>) {
@@ -453,7 +542,7 @@ async fn publish(
     caller: &Caller,
     events: Vec<NewEvent>,
 ) -> Result<(Vec<Value>, bool), Error> {
-    let scope = caller.user.as_deref().unwrap_or("");
+    let scope = caller.scope();
     let mut answers: Vec<Option<Value>> = vec![None; events.len()];
     let mut fresh = Vec::new();
     let mut fresh_at = Vec::new();
@@ -517,6 +606,100 @@ async fn publish(
             .map(|a| a.unwrap_or(Value::Null))
             .collect(),
         all_replayed,
+    ))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sessions and exchange tokens
+
+/// `POST /subscribe` and `POST /unsubscribe` (SPEC §5.4).
+async fn session_change(
+    hub: &Hub,
+    parts: Parts,
+    body: Incoming,
+    peer: SocketAddr,
+    add: bool,
+) -> Result<Resp, Error> {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Change {
+        topics: Vec<String>,
+        connection_id: Option<String>,
+    }
+    let caller = authenticate(hub, &parts, peer)?;
+    require_json(&parts)?;
+    let bytes = read_body(body, &parts, hub.config.limits.max_body_bytes.0).await?;
+    let v: Value = serde_json::from_slice(&bytes)
+        .map_err(|e| Error::InvalidJson(format!("invalid JSON: {e}")))?;
+    let change: Change = serde_json::from_value(v).map_err(|e| {
+        Error::BadRequest(format!(
+            "{e}; expected {{\"topics\": [...], \"connection_id\"?: \"...\"}}"
+        ))
+    })?;
+    let mut topics = change.topics;
+    dedup(&mut topics);
+    if topics.is_empty() {
+        return Err(Error::BadRequest("\"topics\" is empty".into()));
+    }
+    if add {
+        check_readable(&caller, &topics)?;
+    } else {
+        for t in &topics {
+            topic::validate_pattern(t)?;
+        }
+    }
+    let result = match (&caller.user, &change.connection_id) {
+        (Some(user), id) => {
+            // A user's change goes into the session; a connection id, if given, must be one
+            // of the user's streams.
+            if let Some(id) = id
+                && hub.broker.stream_owned_by(id, user) != Some(true)
+            {
+                return Err(Error::NotFound(format!(
+                    "you have no open stream with connection_id {id:?}"
+                )));
+            }
+            if add {
+                hub.broker.session_subscribe(user, &topics)?
+            } else {
+                hub.broker.session_unsubscribe(user, &topics)
+            }
+        }
+        (None, Some(id)) => {
+            if !caller.may_stream() {
+                return Err(Error::Unauthorized("credentials are required".into()));
+            }
+            if add {
+                hub.broker.stream_subscribe(id, &topics)?
+            } else {
+                hub.broker.stream_unsubscribe(id, &topics)?
+            }
+        }
+        (None, None) => {
+            return Err(if caller.may_stream() {
+                Error::BadRequest(
+                    "without a user, name the stream: {\"topics\": [...], \"connection_id\": \
+                     \"...\"} (from the stream's `connected` event)"
+                        .into(),
+                )
+            } else {
+                Error::Unauthorized("credentials are required".into())
+            });
+        }
+    };
+    Ok(json_response(StatusCode::OK, &json!({"topics": result})))
+}
+
+/// `POST /auth/sse-token`: a 30-second, single-use token for `GET /events?token=`.
+fn sse_token(hub: &Hub, parts: &Parts, peer: SocketAddr) -> Result<Resp, Error> {
+    let caller = authenticate(hub, parts, peer)?;
+    if !caller.is_authenticated() && !caller.open {
+        return Err(Error::Unauthorized("credentials are required".into()));
+    }
+    let token = hub.auth.issue_exchange(&caller)?;
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({"token": token, "expires_in": crate::auth::EXCHANGE_TTL.as_secs()}),
     ))
 }
 
