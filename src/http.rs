@@ -457,13 +457,28 @@ fn require_json(parts: &Parts) -> Result<(), Error> {
     }
 }
 
+/// Publishing needs credentials (unless auth is off): refuse before reading the body.
+fn publisher(hub: &Hub, parts: &Parts, peer: SocketAddr) -> Result<Caller, Error> {
+    let caller = authenticate(hub, parts, peer)?;
+    if caller.open || caller.is_authenticated() {
+        Ok(caller)
+    } else {
+        Err(Error::Unauthorized("publishing needs credentials".into()))
+    }
+}
+
 fn check_publish(caller: &Caller, events: &[NewEvent]) -> Result<(), Error> {
     for ev in events {
         for t in &ev.topics {
             if !caller.can_publish(t) {
-                return Err(Error::Forbidden(format!(
-                    "you may not publish to topic {t:?}"
-                )));
+                let what = if t == topic::BROADCAST {
+                    "you may not broadcast (that needs a publish pattern covering \
+                     $broadcast, such as *)"
+                        .to_string()
+                } else {
+                    format!("you may not publish to topic {t:?}")
+                };
+                return Err(caller.refuse(what));
             }
         }
     }
@@ -477,7 +492,7 @@ async fn publish_json(
     body: Incoming,
     peer: SocketAddr,
 ) -> Result<Resp, Error> {
-    let caller = authenticate(hub, &parts, peer)?;
+    let caller = publisher(hub, &parts, peer)?;
     require_json(&parts)?;
     let bytes = read_body(body, &parts, hub.config.limits.max_body_bytes.0).await?;
     let (events, batch) = message::parse_publish(&bytes, hub.publish_limits())?;
@@ -499,7 +514,7 @@ async fn publish_raw(
     peer: SocketAddr,
     topic: String,
 ) -> Result<Resp, Error> {
-    let caller = authenticate(hub, &parts, peer)?;
+    let caller = publisher(hub, &parts, peer)?;
     let bytes = read_body(body, &parts, hub.config.limits.max_body_bytes.0).await?;
     let ev = message::parse_raw(&topic, &query(&parts), &bytes, hub.publish_limits())?;
     let events = vec![ev];
@@ -513,7 +528,7 @@ async fn publish_raw(
 
 /// `POST /notify`.
 async fn notify(hub: &Hub, parts: Parts, body: Incoming, peer: SocketAddr) -> Result<Resp, Error> {
-    let caller = authenticate(hub, &parts, peer)?;
+    let caller = publisher(hub, &parts, peer)?;
     require_json(&parts)?;
     let bytes = read_body(body, &parts, hub.config.limits.max_body_bytes.0).await?;
     let events = vec![message::parse_notify(&bytes, hub.publish_limits())?];
