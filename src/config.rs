@@ -538,6 +538,12 @@ impl Config {
         for o in &self.cors.allow_origins {
             validate_origin(o)?;
         }
+        if self.tls.is_some() {
+            return err(
+                "[tls] is not supported by this build yet: serve plain HTTP on the LAN or put \
+                 a TLS-terminating reverse proxy (nginx, Caddy) in front of runnel",
+            );
+        }
         Ok(())
     }
 
@@ -891,6 +897,12 @@ mod tests {
         assert!(Config::from_toml("listen = \"0.0.0.0:8080\"\n[auth]\nrequired = false\n").is_ok());
         assert!(Config::from_toml("listen = \"[::1]:8080\"\n").is_ok());
         assert!(Config::from_toml("listen = \"localhost:8080\"\n").is_ok());
+    }
+
+    #[test]
+    fn tls_is_refused_until_supported() {
+        let e = Config::from_toml("[tls]\ncert = \"a\"\nkey = \"b\"\n").unwrap_err();
+        assert!(e.to_string().contains("[tls]"), "{e}");
     }
 
     #[test]
