@@ -499,15 +499,21 @@ fn validation(alg: Algorithm, leeway: u64, a: &crate::config::AuthConfig) -> Val
     let mut v = Validation::new(alg);
     v.leeway = leeway;
     v.validate_nbf = true;
-    // `sub` is required; `exp` is checked when present.
-    v.set_required_spec_claims(&["sub"]);
+    // `sub` is required; `exp` is checked when present; `aud` and `iss` are required when
+    // configured (the library only compares them when the token carries them).
+    let mut required = vec!["sub"];
     match &a.jwt_audience {
-        Some(aud) => v.set_audience(&[aud]),
+        Some(aud) => {
+            v.set_audience(&[aud]);
+            required.push("aud");
+        }
         None => v.validate_aud = false,
     }
     if let Some(iss) = &a.jwt_issuer {
         v.set_issuer(&[iss]);
+        required.push("iss");
     }
+    v.set_required_spec_claims(&required);
     v
 }
 

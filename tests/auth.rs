@@ -1043,3 +1043,140 @@ async fn admins_close_connections() {
     assert_eq!(r.status, 204);
     assert!(s.next().await.is_control("closed"));
 }
+
+#[tokio::test]
+async fn audience_and_issuer_are_checked_when_configured() {
+    let hub = TestHub::start_with(|c| {
+        secured(c);
+        c.auth.jwt_audience = Some("runnel".into());
+        c.auth.jwt_issuer = Some("https://auth.example".into());
+    })
+    .await;
+    let cases = [
+        (json!({"sub": "a"}), 401),
+        (json!({"sub": "a", "aud": "runnel"}), 401),
+        (
+            json!({"sub": "a", "aud": "other", "iss": "https://auth.example"}),
+            401,
+        ),
+        (
+            json!({"sub": "a", "aud": "runnel", "iss": "https://evil.example"}),
+            401,
+        ),
+        (
+            json!({"sub": "a", "aud": "runnel", "iss": "https://auth.example"}),
+            200,
+        ),
+    ];
+    for (claims, status) in cases {
+        let t = bearer(&jwt(claims.clone()));
+        let s = stream_as(&hub, "/events", &[("authorization", &t)]).await;
+        assert_eq!(s.status, status, "{claims}");
+    }
+}
+
+#[tokio::test]
+async fn idle_sessions_expire() {
+    let hub = TestHub::start_with(|c| {
+        secured(c);
+        c.auth.session_ttl = runnel::config::Dur(Duration::from_secs(1));
+        c.stream.heartbeat = runnel::config::Dur(Duration::from_millis(100));
+    })
+    .await;
+    let alice = bearer(&jwt(json!({"sub": "alice"})));
+    let h = [
+        ("authorization", alice.as_str()),
+        ("content-type", "application/json"),
+    ];
+    let r = request(
+        hub.addr,
+        "POST",
+        "/subscribe",
+        &h,
+        br#"{"topics":["news"]}"#,
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    // While a stream is open the session stays, however long.
+    let mut s = stream_as(&hub, "/events", &h[..1]).await;
+    assert!(
+        s.connected().await["topics"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("news"))
+    );
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let mut s2 = stream_as(&hub, "/events", &h[..1]).await;
+    assert!(
+        s2.connected().await["topics"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("news"))
+    );
+    s.close();
+    s2.close();
+    // Then, idle for longer than the TTL (counted from the last stream closing), it is
+    // forgotten.
+    let admin = bearer(&jwt(json!({"sub": "root", "role": "admin"})));
+    assert!(
+        eventually(Duration::from_secs(5), async || {
+            let r = request(hub.addr, "GET", "/stats", &[("authorization", &admin)], b"").await;
+            r.json()["connections"]["total"] == 0
+        })
+        .await
+    );
+    tokio::time::sleep(Duration::from_millis(1600)).await;
+    let mut s = stream_as(&hub, "/events", &h[..1]).await;
+    assert_eq!(
+        s.connected().await["topics"],
+        json!(["user/alice", "$broadcast"])
+    );
+}
+
+#[tokio::test]
+async fn runnel_sub_sends_its_token() {
+    use std::io::BufRead;
+    let hub = secure_hub().await;
+    let t = jwt(json!({"sub": "erin"}));
+    let mut child = std::process::Command::new(bin())
+        .args([
+            "sub",
+            "--url",
+            &format!("http://{}", hub.addr),
+            "--token",
+            &t,
+            "--data-only",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    // Publish to erin's personal topic until the subscriber has connected and prints it.
+    let mut got = None;
+    for _ in 0..50 {
+        publish_as(
+            &hub,
+            &[("x-api-key", "backend-key")],
+            json!({"user": "erin", "data": "for erin"}),
+        )
+        .await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if let Ok(line) = rx.try_recv() {
+            got = Some(line);
+            break;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(got.as_deref(), Some("for erin"));
+}
