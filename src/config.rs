@@ -131,6 +131,14 @@ pub struct LimitsConfig {
     /// Events queued per stream before it counts as slow and is closed.
     pub stream_queue: usize,
     pub single_connection_per_user: bool,
+    /// Time allowed to send a request's headers (from the connection's start, or the end of
+    /// the previous response) and, separately, its body: slow or silent clients are dropped.
+    pub request_timeout: Dur,
+    /// A client that takes nothing from its socket for this long is disconnected (its
+    /// stream resumes from the log when it reconnects).
+    pub write_timeout: Dur,
+    /// Largest request head (request line and headers); beyond: 431.
+    pub max_header_bytes: ByteSize,
 }
 
 impl Default for LimitsConfig {
@@ -144,6 +152,9 @@ impl Default for LimitsConfig {
             max_body_bytes: ByteSize(1 << 20),
             stream_queue: 256,
             single_connection_per_user: false,
+            request_timeout: Dur::secs(10),
+            write_timeout: Dur::secs(30),
+            max_header_bytes: ByteSize(16 << 10),
         }
     }
 }
@@ -466,6 +477,15 @@ impl Config {
         }
         if l.max_event_bytes.0 == 0 || l.max_body_bytes.0 < 64 {
             return err("limits.max_event_bytes must be at least 1B and max_body_bytes 64B");
+        }
+        if l.request_timeout.0 < Duration::from_millis(100)
+            || l.write_timeout.0 < Duration::from_millis(100)
+        {
+            return err("limits.request_timeout and limits.write_timeout must be at least 100ms");
+        }
+        // hyper's read buffer cannot be smaller than 8 KiB.
+        if l.max_header_bytes.0 < 8 << 10 || l.max_header_bytes.0 > 1 << 20 {
+            return err("limits.max_header_bytes must be between 8KiB and 1MiB");
         }
         let a = &self.auth;
         if a.jwt_secret.is_some() && a.jwt_public_key_file.is_some() {

@@ -414,8 +414,11 @@ fn dedup(v: &mut Vec<String>) {
 // Publishing
 
 /// Reads a request body, refusing it (413) from `Content-Length` or as soon as it grows past
-/// `limit`, without buffering more than that.
-async fn read_body(body: Incoming, parts: &Parts, limit: u64) -> Result<Bytes, Error> {
+/// `limits.max_body_bytes`, without buffering more than that; a body that does not arrive
+/// within `limits.request_timeout` is a 408.
+async fn read_body(hub: &Hub, body: Incoming, parts: &Parts) -> Result<Bytes, Error> {
+    let limit = hub.config.limits.max_body_bytes.0;
+    let timeout = hub.config.limits.request_timeout.0;
     let too_large = || {
         Error::PayloadTooLarge(format!(
             "the request body is larger than limits.max_body_bytes ({})",
@@ -431,7 +434,15 @@ async fn read_body(body: Incoming, parts: &Parts, limit: u64) -> Result<Bytes, E
         return Err(too_large());
     }
     let limit = usize::try_from(limit).unwrap_or(usize::MAX);
-    match Limited::new(body, limit).collect().await {
+    let collected = tokio::time::timeout(timeout, Limited::new(body, limit).collect())
+        .await
+        .map_err(|_| {
+            Error::RequestTimeout(format!(
+                "the request body did not arrive within limits.request_timeout ({})",
+                crate::config::Dur(timeout)
+            ))
+        })?;
+    match collected {
         Ok(c) => Ok(c.to_bytes()),
         Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => Err(too_large()),
         Err(e) => Err(Error::BadRequest(format!(
@@ -494,7 +505,7 @@ async fn publish_json(
 ) -> Result<Resp, Error> {
     let caller = publisher(hub, &parts, peer)?;
     require_json(&parts)?;
-    let bytes = read_body(body, &parts, hub.config.limits.max_body_bytes.0).await?;
+    let bytes = read_body(hub, body, &parts).await?;
     let (events, batch) = message::parse_publish(&bytes, hub.publish_limits())?;
     check_publish(&caller, &events)?;
     let (answers, replayed) = publish(hub, &caller, events).await?;
@@ -515,7 +526,7 @@ async fn publish_raw(
     topic: String,
 ) -> Result<Resp, Error> {
     let caller = publisher(hub, &parts, peer)?;
-    let bytes = read_body(body, &parts, hub.config.limits.max_body_bytes.0).await?;
+    let bytes = read_body(hub, body, &parts).await?;
     let ev = message::parse_raw(&topic, &query(&parts), &bytes, hub.publish_limits())?;
     let events = vec![ev];
     check_publish(&caller, &events)?;
@@ -530,7 +541,7 @@ async fn publish_raw(
 async fn notify(hub: &Hub, parts: Parts, body: Incoming, peer: SocketAddr) -> Result<Resp, Error> {
     let caller = publisher(hub, &parts, peer)?;
     require_json(&parts)?;
-    let bytes = read_body(body, &parts, hub.config.limits.max_body_bytes.0).await?;
+    let bytes = read_body(hub, body, &parts).await?;
     let events = vec![message::parse_notify(&bytes, hub.publish_limits())?];
     check_publish(&caller, &events)?;
     let (answers, replayed) = publish(hub, &caller, events).await?;
@@ -643,7 +654,7 @@ async fn session_change(
     }
     let caller = authenticate(hub, &parts, peer)?;
     require_json(&parts)?;
-    let bytes = read_body(body, &parts, hub.config.limits.max_body_bytes.0).await?;
+    let bytes = read_body(hub, body, &parts).await?;
     let v: Value = serde_json::from_slice(&bytes)
         .map_err(|e| Error::InvalidJson(format!("invalid JSON: {e}")))?;
     let change: Change = serde_json::from_value(v).map_err(|e| {

@@ -6,7 +6,8 @@
 //!
 //! # Layout
 //! - [`config`]: the TOML file, `RUNNEL_*` environment, validation, masked secrets.
-//! - [`server`]: the accept loop, background tasks (heartbeat, retention), shutdown.
+//! - [`server`]: the accept loop, background tasks (heartbeat, retention), shutdown;
+//!   [`io`]: the socket wrapper that drops clients which stop reading.
 //! - [`http`]: routing and the HTTP handlers; [`error`]: the one error → status + JSON map.
 //! - [`sse`]: SSE frame encoding, the stream body, and a parser for the client.
 //! - [`broker`]: streams, topic index, bounded per-stream queues, fan-out.
@@ -26,6 +27,7 @@ pub mod error;
 pub mod http;
 pub mod hub;
 pub mod idempotency;
+pub mod io;
 pub mod message;
 pub mod publisher;
 pub mod server;

@@ -237,3 +237,62 @@ pub fn shutdown_frame() -> Bytes {
             "message": "the hub is shutting down; reconnect with Last-Event-ID"}),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::broker::{BrokerLimits, Counters};
+    use crate::config::StoreConfig;
+
+    async fn flushes_for_32_concurrent(sync: SyncMode) -> u64 {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), &StoreConfig::default()).unwrap();
+        store.set_slow_flush(50);
+        let limits = BrokerLimits {
+            max_connections: 10,
+            max_per_user: 10,
+            max_per_ip: 10,
+            max_topics: 10,
+            stream_queue: 10,
+            heartbeat_ms: 1000,
+            single_connection_per_user: false,
+            session_ttl_ms: 1000,
+        };
+        let broker = Broker::new(limits, Arc::new(Counters::default()), 0);
+        let publisher = Publisher::start(store.clone(), broker, sync).unwrap();
+        let tasks: Vec<_> = (0..32)
+            .map(|i| {
+                let p = publisher.clone();
+                tokio::spawn(async move {
+                    p.publish(vec![NewEvent {
+                        topics: vec!["t".into()],
+                        event: None,
+                        data: format!("{i}"),
+                        retry: None,
+                        persist: true,
+                        idempotency_key: None,
+                    }])
+                    .await
+                    .unwrap()
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap();
+        }
+        publisher.stop();
+        store.flushes()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_publishes_share_one_flush() {
+        // The first publish starts a (slow) flush; the 31 that arrive meanwhile share the
+        // next one.
+        let batch = flushes_for_32_concurrent(SyncMode::Batch).await;
+        assert!(batch <= 3, "group commit: {batch} flushes for 32 publishes");
+        let always = flushes_for_32_concurrent(SyncMode::Always).await;
+        assert_eq!(always, 32, "one flush per publish with sync = always");
+        let none = flushes_for_32_concurrent(SyncMode::None).await;
+        assert_eq!(none, 0, "no flush before the answer with sync = none");
+    }
+}

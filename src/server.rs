@@ -13,6 +13,7 @@ use tokio::task::JoinHandle;
 
 use crate::config::Config;
 use crate::hub::Hub;
+use crate::io::WriteTimeout;
 use crate::shutdown::Shutdown;
 use crate::{broker, http, publisher};
 
@@ -21,7 +22,7 @@ pub struct Running {
     addr: SocketAddr,
     hub: Hub,
     shutdown: Shutdown,
-    task: JoinHandle<()>,
+    task: JoinHandle<bool>,
 }
 
 impl Running {
@@ -40,14 +41,16 @@ impl Running {
     }
 
     /// Stops the hub and waits for it (streams get `event: shutdown`, the log is flushed).
-    pub async fn shutdown(self) {
+    /// Returns false if the final flush failed.
+    pub async fn shutdown(self) -> bool {
         self.shutdown.trigger();
-        let _ = self.task.await;
+        self.task.await.unwrap_or(false)
     }
 
-    /// Waits until the hub has stopped (after a trigger from elsewhere).
-    pub async fn wait(self) {
-        let _ = self.task.await;
+    /// Waits until the hub has stopped (after a trigger from elsewhere). Returns false if
+    /// the final flush failed.
+    pub async fn wait(self) -> bool {
+        self.task.await.unwrap_or(false)
     }
 }
 
@@ -123,7 +126,8 @@ fn spawn_background(hub: &Hub, shutdown: &Shutdown) {
     });
 }
 
-async fn serve(listener: TcpListener, hub: Hub, shutdown: Shutdown) {
+/// Serves until shutdown; returns whether the final flush succeeded.
+async fn serve(listener: TcpListener, hub: Hub, shutdown: Shutdown) -> bool {
     let graceful = GracefulShutdown::new();
     loop {
         let (stream, peer) = tokio::select! {
@@ -141,10 +145,17 @@ async fn serve(listener: TcpListener, hub: Hub, shutdown: Shutdown) {
         let _ = stream.set_nodelay(true);
         let h = hub.clone();
         let service = service_fn(move |req| http::handle(h.clone(), req, peer));
+        // The header timeout also closes connections that never send a request, and idle
+        // keep-alive connections between requests.
+        let limits = &hub.config.limits;
         let conn = http1::Builder::new()
             .timer(TokioTimer::new())
-            .header_read_timeout(Duration::from_secs(30))
-            .serve_connection(TokioIo::new(stream), service);
+            .header_read_timeout(limits.request_timeout.0)
+            .max_buf_size(usize::try_from(limits.max_header_bytes.0).unwrap_or(16 << 10))
+            .serve_connection(
+                TokioIo::new(WriteTimeout::new(stream, limits.write_timeout.0)),
+                service,
+            );
         let conn = graceful.watch(conn);
         tokio::spawn(async move {
             if let Err(e) = conn.await {
@@ -172,9 +183,18 @@ async fn serve(listener: TcpListener, hub: Hub, shutdown: Shutdown) {
     })
     .await;
     match flushed {
-        Ok(Ok(())) => tracing::info!("log flushed; bye"),
-        Ok(Err(e)) => tracing::error!(error = %e, "final flush failed"),
-        Err(e) => tracing::error!(error = %e, "final flush task failed"),
+        Ok(Ok(())) => {
+            tracing::info!("log flushed; bye");
+            true
+        }
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "final flush failed");
+            false
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "final flush task failed");
+            false
+        }
     }
 }
 
@@ -186,6 +206,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         crate::shutdown::signal().await;
         trigger.trigger();
     });
-    running.wait().await;
-    Ok(())
+    if running.wait().await {
+        Ok(())
+    } else {
+        anyhow::bail!("the log could not be flushed at shutdown; see the log above")
+    }
 }

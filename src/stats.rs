@@ -51,6 +51,7 @@ pub fn stats_json(hub: &Hub) -> Value {
             "disk_bytes": hub.store.disk_bytes(),
             "counted": s.ready,
             "healthy": hub.store.is_healthy(),
+            "flushes": hub.store.flushes(),
         },
         "memory": { "rss_bytes": rss_bytes() },
         "uptime_s": hub.started.elapsed().as_secs(),
@@ -140,6 +141,12 @@ pub fn metrics_text(hub: &Hub) -> String {
         "gauge",
         "Bytes of events in the replay log.",
         s.bytes,
+    );
+    metric(
+        "runnel_store_flushes_total",
+        "counter",
+        "Log flushes (group commit: one per batch of publishes).",
+        hub.store.flushes(),
     );
     metric(
         "runnel_store_healthy",

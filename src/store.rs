@@ -14,7 +14,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
@@ -136,6 +136,10 @@ struct Inner {
     max_bytes: u64,
     acct: Mutex<Accounting>,
     healthy: AtomicBool,
+    flushes: AtomicU64,
+    /// Tests make flushes slow to observe group commit.
+    #[cfg(test)]
+    slow_flush_ms: AtomicU64,
 }
 
 /// In-memory counts of what the log holds, so retention knows where to cut without
@@ -159,6 +163,7 @@ impl Store {
             reason,
         };
         std::fs::create_dir_all(dir).map_err(|e| open_err(e.to_string()))?;
+        let existed = path.join("conf").exists();
         let db = sled::Config::new()
             .path(&path)
             .cache_capacity(cfg.cache.0)
@@ -176,6 +181,15 @@ impl Store {
             })?;
         let incarnation = match db.get(meta_key("incarnation"))? {
             Some(v) if v.len() == 4 => u32::from_be_bytes([v[0], v[1], v[2], v[3]]),
+            // sled recovers a damaged log by cutting it at the damage: a log that existed
+            // but lost even its first record would silently start empty.
+            _ if existed => {
+                return Err(open_err(
+                    "the log exists but runnel's metadata is missing: it is damaged (or not \
+                     runnel's). Move the data directory away to start with an empty log"
+                        .into(),
+                ));
+            }
             _ => {
                 let mut inc = 0;
                 while inc == 0 {
@@ -208,6 +222,9 @@ impl Store {
                 max_bytes: cfg.max_disk.0,
                 acct: Mutex::new(Accounting::default()),
                 healthy: AtomicBool::new(true),
+                flushes: AtomicU64::new(0),
+                #[cfg(test)]
+                slow_flush_ms: AtomicU64::new(0),
             }),
         })
     }
@@ -312,8 +329,19 @@ impl Store {
         Ok(())
     }
 
+    /// Flushes done by [`Store::flush`] since start (group commit shows as fewer flushes
+    /// than publishes).
+    pub fn flushes(&self) -> u64 {
+        self.inner.flushes.load(Ordering::Relaxed)
+    }
+
     /// Makes everything appended so far durable.
     pub fn flush(&self) -> Result<(), StoreError> {
+        self.inner.flushes.fetch_add(1, Ordering::Relaxed);
+        #[cfg(test)]
+        std::thread::sleep(std::time::Duration::from_millis(
+            self.inner.slow_flush_ms.load(Ordering::Relaxed),
+        ));
         match self.inner.db.flush() {
             Ok(_) => {
                 self.mark(true);
@@ -608,6 +636,13 @@ impl Store {
                 a.per_topic.insert(t.clone(), c);
             }
         }
+    }
+}
+
+#[cfg(test)]
+impl Store {
+    pub(crate) fn set_slow_flush(&self, ms: u64) {
+        self.inner.slow_flush_ms.store(ms, Ordering::Relaxed);
     }
 }
 

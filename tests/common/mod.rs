@@ -505,6 +505,36 @@ impl Sse {
         }
     }
 
+    /// Events until no event (comments do not count) arrives for `quiet`.
+    pub async fn until_quiet(&mut self, quiet: Duration) -> Vec<Ev> {
+        let mut out = Vec::new();
+        let mut deadline = Instant::now() + quiet;
+        loop {
+            if let Some(e) = self.pending.pop_front() {
+                if e.comment.is_none() {
+                    out.push(e);
+                    deadline = Instant::now() + quiet;
+                }
+                continue;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            let Some(s) = self.stream.as_mut() else {
+                return out;
+            };
+            if left.is_zero() {
+                return out;
+            }
+            let mut chunk = vec![0u8; 65536];
+            match tokio::time::timeout(left, s.read(&mut chunk)).await {
+                Err(_) | Ok(Ok(0)) | Ok(Err(_)) => return out,
+                Ok(Ok(n)) => {
+                    let text = self.dechunk.feed(&chunk[..n]);
+                    self.parse(&text);
+                }
+            }
+        }
+    }
+
     /// Closes the client side.
     pub fn close(&mut self) {
         self.stream = None;
@@ -530,19 +560,15 @@ pub fn bin() -> &'static str {
 impl Proc {
     /// Starts `runnel serve` with these arguments and waits for "listening on".
     pub fn spawn(args: &[&str], env: &[(&str, &str)]) -> Proc {
-        let mut cmd = Command::new(bin());
-        cmd.args(args)
-            .stdin(Stdio::null())
+        Self::spawn_command(command(bin(), args, env))
+    }
+
+    /// Starts a prepared command (the binary, or a shell around it) and waits for
+    /// "listening on".
+    pub fn spawn_command(mut cmd: Command) -> Proc {
+        cmd.stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
-        for (k, _) in std::env::vars() {
-            if k.starts_with("RUNNEL_") {
-                cmd.env_remove(k);
-            }
-        }
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
         let mut child = cmd.spawn().expect("spawn runnel");
         let stderr = child.stderr.take().unwrap();
         let log = Arc::new(Mutex::new(String::new()));
@@ -607,6 +633,31 @@ impl Drop for Proc {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A command with a clean `RUNNEL_*` environment plus `env`.
+pub fn command(program: &str, args: &[&str], env: &[(&str, &str)]) -> Command {
+    let mut cmd = Command::new(program);
+    cmd.args(args);
+    for (k, _) in std::env::vars() {
+        if k.starts_with("RUNNEL_") {
+            cmd.env_remove(k);
+        }
+    }
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd
+}
+
+/// Resident memory of a process, in KiB.
+pub fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
 }
 
 /// Polls `f` until it returns true or `t` passes.
