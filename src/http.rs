@@ -381,6 +381,12 @@ fn events(
                 selector,
                 after,
                 until: live_from,
+                // Continuity is promised only when resuming from an id without a reset.
+                continues_from: if reset.is_none() && after > 0 {
+                    last_id.clone()
+                } else {
+                    None
+                },
             })
         });
     tracing::debug!(conn = %reg.sub.id, user = ?caller.user, topics = ?topics,

@@ -92,6 +92,9 @@ pub struct Replay {
     pub after: u64,
     /// Replay up to and including this seq; later events arrive live.
     pub until: u64,
+    /// The client's `Last-Event-ID` when the replay continues from it (no reset was sent):
+    /// then each chunk is checked for events retention removed meanwhile.
+    pub continues_from: Option<String>,
 }
 
 /// The body of an SSE response: the opening frames, then the replay, then live events from
@@ -125,11 +128,28 @@ impl SseBody {
         const MAX_BYTES: usize = 64 * 1024;
         loop {
             let r = self.replay.as_mut()?;
-            match r
+            let before = r.after;
+            let read = r
                 .store
                 .replay_chunk(&r.selector, r.after, r.until, MAX_EVENTS, MAX_BYTES)
-            {
-                Ok(chunk) => {
+                .and_then(|chunk| {
+                    // Retention removes the oldest events first, so if nothing after `before`
+                    // was removed by now, this chunk is complete.
+                    let gap =
+                        r.continues_from.is_some() && r.store.pruned_since(&r.selector, before)?;
+                    Ok((chunk, gap))
+                });
+            match read {
+                Ok((_, true)) => {
+                    // Retention raced the replay: say so, and start over from what is kept.
+                    let id = r.continues_from.take();
+                    r.after = 0;
+                    return Some(control_frame(
+                        "reset",
+                        &serde_json::json!({"reason": "pruned", "last_event_id": id}),
+                    ));
+                }
+                Ok((chunk, false)) => {
                     r.after = chunk.next_after;
                     let done = chunk.done;
                     if done {
@@ -269,6 +289,103 @@ impl Parser {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::broker::{BrokerLimits, Counters, StreamSpec};
+    use crate::config::StoreConfig;
+    use crate::store::Append;
+    use http_body_util::BodyExt;
+
+    /// A log of 10 events on `t` (kept: 5), and a stream resuming after event 2.
+    fn resume_after_2(dir: &std::path::Path) -> (Store, SseBody) {
+        let cfg = StoreConfig {
+            retention_events: 5,
+            ..StoreConfig::default()
+        };
+        let store = Store::open(dir, &cfg).unwrap();
+        store.scan_existing().unwrap();
+        let topics = vec!["t".to_string()];
+        for seq in 1..=10 {
+            let frame = encode_event(&store.format_id(seq), None, None, &seq.to_string());
+            let ev = Append {
+                seq,
+                time_ms: crate::broker::unix_ms(),
+                topics: &topics,
+                frame: &frame,
+            };
+            store.append(&[ev], None).unwrap();
+        }
+        let limits = BrokerLimits {
+            max_connections: 10,
+            max_per_user: 10,
+            max_per_ip: 10,
+            max_topics: 10,
+            stream_queue: 10,
+            heartbeat_ms: 1000,
+            single_connection_per_user: false,
+            session_ttl_ms: 1000,
+        };
+        let broker = Broker::new(limits, Arc::new(Counters::default()), 10);
+        let reg = broker
+            .register(
+                StreamSpec {
+                    user: None,
+                    admin: false,
+                    ip: std::net::Ipv4Addr::LOCALHOST.into(),
+                    topics: topics.clone(),
+                    expires_at: None,
+                },
+                |_| true,
+            )
+            .unwrap();
+        let replay = Replay {
+            store: store.clone(),
+            selector: Selector::new(&topics, None, false),
+            after: 2,
+            until: 10,
+            continues_from: Some(store.format_id(2)),
+        };
+        let body = SseBody::new(
+            broker,
+            reg.sub,
+            Bytes::from_static(b"P"),
+            Some(Box::new(replay)),
+        );
+        (store, body)
+    }
+
+    async fn next_text(body: &mut SseBody) -> String {
+        let f = body.frame().await.unwrap().unwrap();
+        String::from_utf8(f.into_data().unwrap().to_vec()).unwrap()
+    }
+
+    fn datas(text: &str) -> Vec<&str> {
+        text.lines()
+            .filter_map(|l| l.strip_prefix("data: "))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn replay_continues_when_nothing_was_pruned() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_store, mut body) = resume_after_2(dir.path());
+        assert_eq!(next_text(&mut body).await, "P");
+        let replay = next_text(&mut body).await;
+        assert_eq!(datas(&replay), ["3", "4", "5", "6", "7", "8", "9", "10"]);
+    }
+
+    #[tokio::test]
+    async fn retention_racing_a_replay_gives_a_reset_not_a_gap() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, mut body) = resume_after_2(dir.path());
+        assert_eq!(next_text(&mut body).await, "P");
+        // Retention runs between the stream's opening and its replay: events 1-5 go.
+        let pruned = store.enforce_retention(crate::broker::unix_ms()).unwrap();
+        assert_eq!(pruned.by_count, 5);
+        let reset = next_text(&mut body).await;
+        assert!(reset.starts_with("event: reset\n"), "{reset}");
+        assert!(reset.contains(r#""reason":"pruned""#), "{reset}");
+        let replay = next_text(&mut body).await;
+        assert_eq!(datas(&replay), ["6", "7", "8", "9", "10"]);
+    }
 
     #[test]
     fn encodes_multiline_data() {
