@@ -596,7 +596,8 @@ impl Store {
         let mut removed = 0;
         loop {
             let mut batch = sled::Batch::default();
-            let mut marks: HashMap<String, u64> = HashMap::new();
+            // Per topic: the newest seq removed and how many.
+            let mut marks: HashMap<String, (u64, u64)> = HashMap::new();
             let mut n = 0u64;
             let mut freed = 0u64;
             let mut total = self.acct().bytes;
@@ -611,7 +612,8 @@ impl Store {
                 batch.remove(k);
                 for t in &rec.topics {
                     batch.remove(index_key(t, seq));
-                    marks.insert((*t).to_string(), seq);
+                    let m = marks.entry((*t).to_string()).or_default();
+                    *m = (seq, m.1 + 1);
                 }
                 n += 1;
                 freed += v.len() as u64;
@@ -621,7 +623,7 @@ impl Store {
             if n == 0 {
                 return Ok(removed);
             }
-            for (t, seq) in &marks {
+            for (t, (seq, _)) in &marks {
                 batch.insert(pruned_key(t), &seq.to_be_bytes()[..]);
             }
             batch.insert(meta_key("pruned"), &max_seq.to_be_bytes()[..]);
@@ -630,10 +632,10 @@ impl Store {
             let mut a = self.acct();
             a.events = a.events.saturating_sub(n);
             a.bytes = a.bytes.saturating_sub(freed);
-            // Topic counts: recount the topics touched (cheap relative to deleting).
-            for t in marks.keys() {
-                let c = db.scan_prefix(index_prefix(t)).count() as u64;
-                a.per_topic.insert(t.clone(), c);
+            for (t, (_, count)) in marks {
+                if let Some(c) = a.per_topic.get_mut(&t) {
+                    *c = c.saturating_sub(count);
+                }
             }
         }
     }
