@@ -229,21 +229,28 @@ impl Store {
         })
     }
 
-    /// Counts what the log held at open (per topic, events, bytes), so retention and
-    /// `/stats` know it. Runs in the background after start-up: serving does not wait.
+    /// Counts what the log held at open (events and bytes from the records, per-topic
+    /// counts from the index), so retention and `/stats` know it. Runs in the background
+    /// after start-up: serving does not wait.
     pub fn scan_existing(&self) -> Result<(), StoreError> {
-        let mut per_topic: HashMap<String, u64> = HashMap::new();
+        let last = self.inner.last_seq;
         let (mut events, mut bytes) = (0u64, 0u64);
-        let end = event_key(self.inner.last_seq);
-        for item in self.inner.db.range(event_key(0)..=end) {
-            let (k, v) = item?;
-            let seq = seq_of(&k[1..]).unwrap_or(0);
-            let rec = Record::decode(&v).ok_or(StoreError::Corrupt(seq))?;
-            for t in &rec.topics {
-                *per_topic.entry((*t).to_string()).or_default() += 1;
-            }
+        for item in self.inner.db.range(event_key(0)..=event_key(last)) {
+            let (_, v) = item?;
             events += 1;
             bytes += v.len() as u64;
+        }
+        // A topic's count is its index entries: retention by count removes an event from one
+        // topic while another topic may keep it.
+        let mut per_topic: HashMap<String, u64> = HashMap::new();
+        for k in self.inner.db.scan_prefix([INDEX]).keys() {
+            let k = k?;
+            let Some((topic, seq)) = split_index_key(&k) else {
+                continue;
+            };
+            if seq <= last {
+                *per_topic.entry(topic.to_string()).or_default() += 1;
+            }
         }
         let mut a = self.acct();
         for (t, n) in per_topic {
@@ -611,9 +618,12 @@ impl Store {
                 }
                 batch.remove(k);
                 for t in &rec.topics {
-                    batch.remove(index_key(t, seq));
+                    let ik = index_key(t, seq);
+                    // Count retention may have taken the event off this topic already.
+                    let indexed = db.contains_key(&ik)?;
+                    batch.remove(ik);
                     let m = marks.entry((*t).to_string()).or_default();
-                    *m = (seq, m.1 + 1);
+                    *m = (seq, m.1 + u64::from(indexed));
                 }
                 n += 1;
                 freed += v.len() as u64;
@@ -687,6 +697,15 @@ fn index_key(topic: &str, seq: u64) -> Vec<u8> {
     let mut k = index_prefix(topic);
     k.extend_from_slice(&seq.to_be_bytes());
     k
+}
+
+/// `t` + topic + 0 + seq → (topic, seq).
+fn split_index_key(k: &[u8]) -> Option<(&str, u64)> {
+    let at = k.len().checked_sub(9)?;
+    if k.first() != Some(&INDEX) || k.get(at) != Some(&0) {
+        return None;
+    }
+    Some((std::str::from_utf8(&k[1..at]).ok()?, seq_of(&k[at + 1..])?))
 }
 
 fn pruned_key(topic: &str) -> Vec<u8> {
@@ -776,6 +795,55 @@ mod tests {
             "deadbeef+0000000000000009",
         ] {
             assert_eq!(parse_id(bad), None, "{bad}");
+        }
+    }
+
+    /// After retention (by count and by size), the in-memory counts equal a fresh count of
+    /// what the log holds.
+    #[test]
+    fn accounting_matches_the_log_after_pruning() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = StoreConfig {
+            retention_events: 1500,
+            max_disk: crate::config::ByteSize(1 << 20),
+            ..StoreConfig::default()
+        };
+        let store = Store::open(dir.path(), &cfg).unwrap();
+        store.scan_existing().unwrap();
+        let data = "z".repeat(300);
+        for seq in 1..=6000u64 {
+            let topics: Vec<String> = match seq % 3 {
+                0 => vec!["a".into()],
+                1 => vec!["b".into()],
+                _ => vec!["a".into(), "c".into()],
+            };
+            let frame = crate::sse::encode_event(&store.format_id(seq), None, None, &data);
+            let ev = Append {
+                seq,
+                time_ms: crate::broker::unix_ms(),
+                topics: &topics,
+                frame: &frame,
+            };
+            store.append(&[ev], None).unwrap();
+        }
+        let pruned = store.enforce_retention(crate::broker::unix_ms()).unwrap();
+        assert!(pruned.by_count > 0 && pruned.by_size > 0, "{pruned:?}");
+        let live = store.stats();
+        let counts = store.acct().per_topic.clone();
+        assert!(live.bytes <= 1 << 20);
+        drop(store);
+        let reopened = Store::open(dir.path(), &cfg).unwrap();
+        reopened.scan_existing().unwrap();
+        let fresh = reopened.stats();
+        assert_eq!((live.events, live.bytes), (fresh.events, fresh.bytes));
+        let fresh_counts = reopened.acct().per_topic.clone();
+        for t in ["a", "b", "c"] {
+            assert_eq!(
+                counts.get(t).copied().unwrap_or(0),
+                fresh_counts.get(t).copied().unwrap_or(0),
+                "topic {t}"
+            );
+            assert!(fresh_counts.get(t).copied().unwrap_or(0) <= 1500);
         }
     }
 
