@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
+use tracing_subscriber::filter::LevelFilter;
 
 use crate::client::{self, Endpoint, Output};
 use crate::config::{self, Config};
@@ -158,7 +159,7 @@ fn load(args: &ServeArgs) -> anyhow::Result<(Config, config::Loaded)> {
 
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let (config, loaded) = load(&args)?;
-    init_logging(&config.log);
+    let log = init_logging(&config.log);
     match &loaded.file {
         Some(f) => {
             tracing::info!(file = %f.display(), env = ?loaded.env_keys, "configuration loaded")
@@ -170,11 +171,71 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     {
         tracing::warn!("auth.jwt_secret is shorter than 32 bytes; use a long random secret");
     }
+    let running = std::sync::Mutex::new(config.clone());
+    let reload = move || reload(&args, &running, &log);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("runnel-worker")
         .build()?;
-    rt.block_on(crate::server::run(config))
+    rt.block_on(crate::server::run(config, reload))
+}
+
+/// SIGHUP: reads the configuration again and applies what can change without dropping
+/// streams (the log level); names the settings that need a restart.
+fn reload(args: &ServeArgs, running: &std::sync::Mutex<Config>, log: &LogHandle) {
+    let (new, _) = match load(args) {
+        Ok(x) => x,
+        Err(e) => {
+            tracing::error!("reload failed, keeping the running configuration: {e:#}");
+            return;
+        }
+    };
+    let mut current = running.lock().unwrap_or_else(|e| e.into_inner());
+    if let Ok(level) = new.log.parse::<tracing::Level>() {
+        let _ = log.modify(|f| *f = LevelFilter::from_level(level));
+    }
+    let restart: Vec<String> = changed_keys(&current, &new)
+        .into_iter()
+        .filter(|k| k != "log")
+        .collect();
+    current.log.clone_from(&new.log);
+    if restart.is_empty() {
+        tracing::info!(log = %new.log, "configuration reloaded");
+    } else {
+        tracing::warn!(log = %new.log, needs_restart = ?restart,
+            "configuration reloaded; these settings take effect at the next restart");
+    }
+}
+
+/// `section.key` names whose values differ.
+fn changed_keys(a: &Config, b: &Config) -> Vec<String> {
+    fn flat(c: &Config) -> Vec<(String, String)> {
+        let v = toml::Value::try_from(c).unwrap_or(toml::Value::Table(Default::default()));
+        let mut out = Vec::new();
+        if let toml::Value::Table(t) = v {
+            for (k, v) in t {
+                match v {
+                    toml::Value::Table(sub) => {
+                        for (k2, v2) in sub {
+                            out.push((format!("{k}.{k2}"), v2.to_string()));
+                        }
+                    }
+                    other => out.push((k, other.to_string())),
+                }
+            }
+        }
+        out
+    }
+    let (fa, fb) = (flat(a), flat(b));
+    let mut keys: Vec<String> = fa
+        .iter()
+        .filter(|kv| !fb.contains(kv))
+        .chain(fb.iter().filter(|kv| !fa.contains(kv)))
+        .map(|(k, _)| k.clone())
+        .collect();
+    keys.sort();
+    keys.dedup();
+    keys
 }
 
 fn check(path: Option<PathBuf>) -> ExitCode {
@@ -190,6 +251,9 @@ fn check(path: Option<PathBuf>) -> ExitCode {
                 .unwrap_or_else(|| "none (defaults)".into());
             println!("# runnel {}: configuration OK", env!("CARGO_PKG_VERSION"));
             println!("# file: {file}");
+            for inc in &config.include {
+                println!("# includes: {}", inc.display());
+            }
             if !loaded.env_keys.is_empty() {
                 println!("# environment: {}", loaded.env_keys.join(", "));
             }
@@ -284,18 +348,24 @@ async fn subscribe(args: SubArgs) -> anyhow::Result<()> {
     .await
 }
 
+type LogHandle = tracing_subscriber::reload::Handle<LevelFilter, tracing_subscriber::Registry>;
+
 /// Logs go to stderr: plain text without colours unless it is a terminal, and without
-/// timestamps under systemd (journald adds its own).
-fn init_logging(level: &str) {
+/// timestamps under systemd (journald adds its own). The level can change at run time.
+fn init_logging(level: &str) -> LogHandle {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     let level = level.parse().unwrap_or(tracing::Level::INFO);
-    let builder = tracing_subscriber::fmt()
+    let (filter, handle) = tracing_subscriber::reload::Layer::new(LevelFilter::from_level(level));
+    let fmt = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
-        .with_max_level(level)
         .with_target(false);
+    let base = tracing_subscriber::registry().with(filter);
     if std::env::var_os("JOURNAL_STREAM").is_some() {
-        builder.without_time().init();
+        base.with(fmt.without_time()).init();
     } else {
-        builder.init();
+        base.with(fmt).init();
     }
+    handle
 }

@@ -29,6 +29,12 @@ fn err<T>(msg: impl Into<String>) -> Result<T, ConfigError> {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
+    /// Other TOML files merged under this one (relative paths: from this file's directory),
+    /// e.g. secrets kept in a file only root and the service can read. Tables merge,
+    /// `[[auth.api_keys]]` add up, and this file's values win.
+    // `runnel check` prints the merged result, so the includes are not printed as keys.
+    #[serde(skip_serializing)]
+    pub include: Vec<PathBuf>,
     /// Address to listen on, `host:port`.
     pub listen: String,
     /// Where the replay log lives.
@@ -47,6 +53,7 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Config {
+            include: Vec::new(),
             listen: "127.0.0.1:8080".into(),
             data_dir: PathBuf::from("./runnel-data"),
             log: "info".into(),
@@ -307,7 +314,8 @@ pub fn load(explicit: Option<&Path>) -> Result<Loaded, ConfigError> {
         .as_ref()
         .map(|p| p.display().to_string())
         .unwrap_or_else(|| "defaults".into());
-    let (config, env_keys) = parse_with_env(&text, &origin, &env)?;
+    let base = file.as_deref().and_then(Path::parent);
+    let (config, env_keys) = parse_with_env_in(&text, &origin, base, &env)?;
     Ok(Loaded {
         config,
         file,
@@ -316,16 +324,45 @@ pub fn load(explicit: Option<&Path>) -> Result<Loaded, ConfigError> {
 }
 
 /// Parses TOML text and applies environment overrides (given as pairs, so tests need not
-/// touch the process environment).
+/// touch the process environment). Includes are resolved from the current directory.
 pub fn parse_with_env(
     text: &str,
     origin: &str,
     env: &[(String, String)],
 ) -> Result<(Config, Vec<String>), ConfigError> {
-    let mut table: toml::Table =
+    parse_with_env_in(text, origin, None, env)
+}
+
+/// Like [`parse_with_env`], resolving relative `include` paths from `base`.
+pub fn parse_with_env_in(
+    text: &str,
+    origin: &str,
+    base: Option<&Path>,
+    env: &[(String, String)],
+) -> Result<(Config, Vec<String>), ConfigError> {
+    let main: toml::Table =
         toml::from_str(text).map_err(|e| ConfigError(format!("{origin}: {e}")))?;
     // Check the file alone first, so its errors point at the file.
-    Config::deserialize(table.clone()).map_err(|e| ConfigError(format!("{origin}: {e}")))?;
+    let alone =
+        Config::deserialize(main.clone()).map_err(|e| ConfigError(format!("{origin}: {e}")))?;
+    let mut table = toml::Table::new();
+    for inc in &alone.include {
+        let path = match base {
+            Some(b) if inc.is_relative() => b.join(inc),
+            _ => inc.clone(),
+        };
+        let shown = path.display().to_string();
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| ConfigError(format!("{origin}: include {shown}: {e}")))?;
+        let t: toml::Table =
+            toml::from_str(&text).map_err(|e| ConfigError(format!("{shown}: {e}")))?;
+        let c = Config::deserialize(t.clone()).map_err(|e| ConfigError(format!("{shown}: {e}")))?;
+        if !c.include.is_empty() {
+            return err(format!("{shown}: an included file cannot include others"));
+        }
+        merge(&mut table, t);
+    }
+    merge(&mut table, main);
 
     let mut applied = Vec::new();
     for (name, raw) in env {
@@ -377,6 +414,20 @@ pub fn parse_with_env(
     let config = Config::deserialize(table)
         .map_err(|e| ConfigError(format!("{origin} with environment overrides: {e}")))?;
     Ok((config, applied))
+}
+
+/// Merges `over` into `base`: tables recursively, `api_keys` lists added up, anything else
+/// replaced.
+fn merge(base: &mut toml::Table, over: toml::Table) {
+    for (k, v) in over {
+        match (base.get_mut(&k), v) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(o)) => merge(b, o),
+            (Some(toml::Value::Array(b)), toml::Value::Array(o)) if k == "api_keys" => b.extend(o),
+            (_, v) => {
+                base.insert(k, v);
+            }
+        }
+    }
 }
 
 /// An environment value is TOML when it looks like a number, a boolean or an array, and a
@@ -917,6 +968,37 @@ mod tests {
         assert!(Config::from_toml("listen = \"0.0.0.0:8080\"\n[auth]\nrequired = false\n").is_ok());
         assert!(Config::from_toml("listen = \"[::1]:8080\"\n").is_ok());
         assert!(Config::from_toml("listen = \"localhost:8080\"\n").is_ok());
+    }
+
+    #[test]
+    fn includes_merge_under_the_main_file() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("secrets.toml"),
+            "[auth]\njwt_secret = \"from-include\"\n[[auth.api_keys]]\nname = \"admin\"\n\
+             key_sha256 = \"2c26b46b68ffc68ff99b453c1d30413413422d706483bfa0f98a5e886266e7ae\"\n\
+             admin = true\n[limits]\nstream_queue = 5\n",
+        )
+        .unwrap();
+        let main = "include = [\"secrets.toml\"]\n[limits]\nstream_queue = 7\n\
+                    [[auth.api_keys]]\nname = \"backend\"\n\
+                    key_sha256 = \"fcde2b2edba56bf408601fb721fe9b5c338d10ee429ea04fae5511b68fbf8fb9\"\n";
+        let (c, _) = parse_with_env_in(main, "main", Some(dir.path()), &[]).unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.auth.jwt_secret.as_ref().unwrap().expose(), "from-include");
+        assert_eq!(c.limits.stream_queue, 7, "the main file wins");
+        let names: Vec<_> = c.auth.api_keys.iter().map(|k| k.name.as_str()).collect();
+        assert_eq!(names, ["admin", "backend"]);
+        let e = parse_with_env_in("include = [\"nope.toml\"]", "main", Some(dir.path()), &[])
+            .unwrap_err();
+        assert!(e.to_string().contains("nope.toml"), "{e}");
+        std::fs::write(dir.path().join("bad.toml"), "[auth]\njwt_secrte = \"x\"\n").unwrap();
+        let e = parse_with_env_in("include = [\"bad.toml\"]", "main", Some(dir.path()), &[])
+            .unwrap_err();
+        assert!(
+            e.to_string().contains("bad.toml") && e.to_string().contains("jwt_secrte"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -15,7 +15,8 @@
 //! - [`message`]: publish/notify request bodies → validated events.
 //! - [`store`]: the sled replay log, ids, replay, retention.
 //! - [`topic`]: topic and pattern rules; [`auth`]: callers and permissions.
-//! - [`hub`]: the shared handle; [`idempotency`], [`stats`], [`shutdown`]: as named.
+//! - [`hub`]: the shared handle; [`idempotency`], [`stats`], [`shutdown`]: as named;
+//!   [`systemd`]: readiness and watchdog notifications.
 //! - [`cli`] and [`client`]: the command line, including `runnel pub` and `runnel sub`.
 
 pub mod auth;
@@ -35,6 +36,7 @@ pub mod shutdown;
 pub mod sse;
 pub mod stats;
 pub mod store;
+pub mod systemd;
 pub mod topic;
 
 use ring::rand::{SecureRandom, SystemRandom};

@@ -198,13 +198,48 @@ async fn serve(listener: TcpListener, hub: Hub, shutdown: Shutdown) -> bool {
     }
 }
 
-/// Runs the hub until SIGTERM/SIGINT.
-pub async fn run(config: Config) -> anyhow::Result<()> {
+/// Runs the hub until SIGTERM/SIGINT, telling systemd how it goes (readiness, watchdog,
+/// stopping). SIGHUP calls `reload`.
+pub async fn run(config: Config, reload: impl Fn() + Send + Sync + 'static) -> anyhow::Result<()> {
     let running = start(config).await?;
-    let trigger = running.shutdown_handle();
+    crate::systemd::notify("READY=1\nSTATUS=serving");
+    let stop = running.shutdown_handle();
+    if let Some(every) = crate::systemd::watchdog_interval() {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let mut iv = tokio::time::interval(every);
+            loop {
+                tokio::select! {
+                    _ = stop.wait() => break,
+                    _ = iv.tick() => { crate::systemd::notify("WATCHDOG=1"); }
+                }
+            }
+        });
+    }
+    #[cfg(unix)]
+    {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            use tokio::signal::unix::{SignalKind, signal};
+            let Ok(mut hup) = signal(SignalKind::hangup()) else {
+                return;
+            };
+            loop {
+                tokio::select! {
+                    _ = stop.wait() => break,
+                    _ = hup.recv() => {
+                        crate::systemd::notify("RELOADING=1");
+                        reload();
+                        crate::systemd::notify("READY=1");
+                    }
+                }
+            }
+        });
+    }
     tokio::spawn(async move {
         crate::shutdown::signal().await;
-        trigger.trigger();
+        crate::systemd::notify("STOPPING=1");
+        stop.trigger();
     });
     if running.wait().await {
         Ok(())
