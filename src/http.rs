@@ -65,12 +65,46 @@ impl http_body::Body for Body {
 
 pub type Resp = Response<Body>;
 
+/// A request body: hyper's, or none (a request read by [`crate::direct`], which takes only
+/// bodiless `GET`s).
+pub enum ReqBody {
+    Hyper(Incoming),
+    Empty,
+}
+
+impl http_body::Body for ReqBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match self.get_mut() {
+            ReqBody::Hyper(b) => Pin::new(b).poll_frame(cx),
+            ReqBody::Empty => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ReqBody::Hyper(b) => b.is_end_stream(),
+            ReqBody::Empty => true,
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ReqBody::Hyper(b) => b.size_hint(),
+            ReqBody::Empty => SizeHint::with_exact(0),
+        }
+    }
+}
+
+pub type Req = Request<ReqBody>;
+
 /// The hyper service: every request ends here.
-pub async fn handle(
-    hub: Hub,
-    req: Request<Incoming>,
-    peer: SocketAddr,
-) -> Result<Resp, Infallible> {
+pub async fn handle(hub: Hub, req: Req, peer: SocketAddr) -> Result<Resp, Infallible> {
     let request_id = request_id(&hub, &req);
     // CORS headers go on every answer to an allowed origin, errors included, so the page
     // can read them.
@@ -113,7 +147,7 @@ pub async fn handle(
 
 /// A CORS preflight: 204 for an allowed origin (the caller adds the origin headers),
 /// 403 for any other.
-fn preflight(req: &Request<Incoming>, allowed: bool) -> Resp {
+fn preflight(req: &Req, allowed: bool) -> Resp {
     if !allowed {
         return error_response(&Error::Forbidden(
             "this origin is not in cors.allow_origins".into(),
@@ -139,7 +173,7 @@ fn preflight(req: &Request<Incoming>, allowed: bool) -> Resp {
 }
 
 /// The client's `x-request-id` if it is a sane token, otherwise a fresh one.
-fn request_id(hub: &Hub, req: &Request<Incoming>) -> String {
+fn request_id(hub: &Hub, req: &Req) -> String {
     match req
         .headers()
         .get("x-request-id")
@@ -158,7 +192,7 @@ fn request_id(hub: &Hub, req: &Request<Incoming>) -> String {
     }
 }
 
-async fn dispatch(hub: &Hub, req: Request<Incoming>, peer: SocketAddr) -> Result<Resp, Error> {
+async fn dispatch(hub: &Hub, req: Req, peer: SocketAddr) -> Result<Resp, Error> {
     let (parts, body) = req.into_parts();
     let path = parts.uri.path();
     let m = &parts.method;
@@ -422,7 +456,7 @@ fn dedup(v: &mut Vec<String>) {
 /// Reads a request body, refusing it (413) from `Content-Length` or as soon as it grows past
 /// `limits.max_body_bytes`, without buffering more than that; a body that does not arrive
 /// within `limits.request_timeout` is a 408.
-async fn read_body(hub: &Hub, body: Incoming, parts: &Parts) -> Result<Bytes, Error> {
+async fn read_body(hub: &Hub, body: ReqBody, parts: &Parts) -> Result<Bytes, Error> {
     let limit = hub.config.limits.max_body_bytes.0;
     let timeout = hub.config.limits.request_timeout.0;
     let too_large = || {
@@ -506,7 +540,7 @@ fn check_publish(caller: &Caller, events: &[NewEvent]) -> Result<(), Error> {
 async fn publish_json(
     hub: &Hub,
     parts: Parts,
-    body: Incoming,
+    body: ReqBody,
     peer: SocketAddr,
 ) -> Result<Resp, Error> {
     let caller = publisher(hub, &parts, peer)?;
@@ -527,7 +561,7 @@ async fn publish_json(
 async fn publish_raw(
     hub: &Hub,
     parts: Parts,
-    body: Incoming,
+    body: ReqBody,
     peer: SocketAddr,
     topic: String,
 ) -> Result<Resp, Error> {
@@ -544,7 +578,7 @@ async fn publish_raw(
 }
 
 /// `POST /notify`.
-async fn notify(hub: &Hub, parts: Parts, body: Incoming, peer: SocketAddr) -> Result<Resp, Error> {
+async fn notify(hub: &Hub, parts: Parts, body: ReqBody, peer: SocketAddr) -> Result<Resp, Error> {
     let caller = publisher(hub, &parts, peer)?;
     require_json(&parts)?;
     let bytes = read_body(hub, body, &parts).await?;
@@ -648,7 +682,7 @@ async fn publish(
 async fn session_change(
     hub: &Hub,
     parts: Parts,
-    body: Incoming,
+    body: ReqBody,
     peer: SocketAddr,
     add: bool,
 ) -> Result<Resp, Error> {

@@ -33,6 +33,10 @@ impl<T> WriteTimeout<T> {
         &self.inner
     }
 
+    pub fn into_inner(self) -> T {
+        self.inner
+    }
+
     /// Runs a write-side poll: clears the timer on progress, starts it when blocked, and
     /// fails once it has run out.
     fn guard<R>(

@@ -7,6 +7,7 @@
 //! # Layout
 //! - [`config`]: the TOML file, `RUNNEL_*` environment, validation, masked secrets.
 //! - [`server`]: the accept loop, background tasks (heartbeat, retention), shutdown;
+//!   [`conn`]: one connection (event streams written directly, the rest through hyper);
 //!   [`io`]: the socket wrapper that drops clients which stop reading.
 //! - [`http`]: routing and the HTTP handlers; [`error`]: the one error → status + JSON map.
 //! - [`sse`]: SSE frame encoding, the stream body, and a parser for the client.
@@ -24,6 +25,7 @@ pub mod broker;
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod conn;
 pub mod error;
 pub mod http;
 pub mod hub;

@@ -1,13 +1,14 @@
 //! From an accepted publish to its fan-out: ids, the log write, group commit, ordering.
 //!
-//! A publish takes the sequencer lock just long enough to number its events, encode each
-//! once, and append them to the log (one atomic sled batch), then queues a job for the
-//! commit thread and waits. The commit thread takes every job waiting (`sync = batch`) or one
-//! (`always`), flushes the log once for all of them, fans their events out in id order, and
-//! answers each publisher. So:
+//! A publish takes the sequencer lock just long enough to number its events and encode each
+//! once, queues them as a job for the commit thread, and waits. The commit thread takes every
+//! job waiting (`sync = batch`, `none`) or one (`always`), writes all their events to the log
+//! in one atomic sled batch, flushes it once, fans the events out in id order, and answers
+//! each publisher. So:
 //! - an event is on disk before anyone receives it and before its publisher is answered
 //!   (`always`/`batch`; with `none` the answer does not wait for the flush);
-//! - concurrent publishes share one flush (group commit);
+//! - concurrent publishes share one log write and one flush (group commit), and no request
+//!   task ever waits on the disk or on another publisher's write;
 //! - fan-out order is id order, which is also replay order.
 
 use std::collections::VecDeque;
@@ -56,7 +57,9 @@ struct State {
 
 struct Job {
     events: Vec<Outgoing>,
-    needs_flush: bool,
+    /// Per event: written to the log (`persist`), or live only.
+    persist: Vec<bool>,
+    time_ms: u64,
     reply: oneshot::Sender<Result<Vec<usize>, Error>>,
 }
 
@@ -88,8 +91,8 @@ impl Publisher {
     pub async fn publish(&self, events: Vec<NewEvent>) -> Result<Vec<Published>, Error> {
         let (tx, rx) = oneshot::channel();
         let answers = {
-            // Held for numbering, encoding and the in-memory log write: microseconds, never
-            // across an await. Appending under the lock keeps log order equal to id order.
+            // Held for numbering and encoding: microseconds, never across an await. Queueing
+            // under the lock keeps job order (and so log and fan-out order) equal to id order.
             let mut st = self.inner.lock();
             if st.stopping {
                 return Err(Error::unavailable("the hub is shutting down"));
@@ -112,38 +115,14 @@ impl Publisher {
                 .collect();
             let last = first + events.len() as u64 - 1;
             st.next_seq = last + 1;
-            let appends: Vec<Append<'_>> = events
-                .iter()
-                .zip(&outgoing)
-                .filter(|(ev, _)| ev.persist)
-                .map(|(_, o)| Append {
-                    seq: o.seq,
-                    time_ms: now,
-                    topics: &o.topics,
-                    frame: &o.frame,
-                })
-                .collect();
-            let live_only = appends.len() < events.len();
-            let needs_flush = !appends.is_empty();
-            // Live-only events are not in the log; the high-water mark keeps their ids from
-            // being reused after a restart.
-            if needs_flush || live_only {
-                self.inner
-                    .store
-                    .append(&appends, live_only.then_some(last))
-                    .map_err(|e| {
-                        tracing::error!(error = %e, "log write failed");
-                        Error::unavailable(format!("the event log cannot be written: {e}"))
-                    })?;
-            }
             let answers: Vec<(String, Vec<String>)> = outgoing
                 .iter()
                 .map(|o| (self.inner.store.format_id(o.seq), o.topics.clone()))
                 .collect();
-            drop(appends);
             st.jobs.push_back(Job {
                 events: outgoing,
-                needs_flush,
+                persist: events.iter().map(|e| e.persist).collect(),
+                time_ms: now,
                 reply: tx,
             });
             answers
@@ -205,27 +184,55 @@ impl Inner {
                     SyncMode::Batch | SyncMode::None => st.jobs.drain(..).collect(),
                 }
             };
-            let flushed = if self.sync != SyncMode::None && jobs.iter().any(|j| j.needs_flush) {
-                self.store.flush().map_err(|e| {
-                    tracing::error!(error = %e, "log flush failed");
-                    e.to_string()
-                })
-            } else {
-                Ok(())
-            };
+            let done = self.commit(&jobs);
             for job in jobs {
-                if job.needs_flush
-                    && let Err(e) = &flushed
-                {
-                    let _ = job.reply.send(Err(Error::unavailable(format!(
-                        "the event log cannot be flushed: {e}"
-                    ))));
-                    continue;
+                match &done {
+                    Ok(()) => {
+                        let delivered = job.events.iter().map(|e| self.broker.fan_out(e)).collect();
+                        let _ = job.reply.send(Ok(delivered));
+                    }
+                    Err(e) => {
+                        let _ = job.reply.send(Err(Error::unavailable(e.clone())));
+                    }
                 }
-                let delivered = job.events.iter().map(|e| self.broker.fan_out(e)).collect();
-                let _ = job.reply.send(Ok(delivered));
             }
         }
+    }
+
+    /// Writes the jobs' events to the log in one batch and flushes it (per the sync mode).
+    /// Live-only events are not written; the high-water mark keeps their ids from being
+    /// reused after a restart.
+    fn commit(&self, jobs: &[Job]) -> Result<(), String> {
+        let mut appends = Vec::new();
+        let mut live_only = None;
+        for job in jobs {
+            for (ev, &persist) in job.events.iter().zip(&job.persist) {
+                if persist {
+                    appends.push(Append {
+                        seq: ev.seq,
+                        time_ms: job.time_ms,
+                        topics: &ev.topics,
+                        frame: &ev.frame,
+                    });
+                } else {
+                    live_only = Some(ev.seq);
+                }
+            }
+        }
+        if appends.is_empty() && live_only.is_none() {
+            return Ok(());
+        }
+        self.store.append(&appends, live_only).map_err(|e| {
+            tracing::error!(error = %e, "log write failed");
+            format!("the event log cannot be written: {e}")
+        })?;
+        if self.sync != SyncMode::None && !appends.is_empty() {
+            self.store.flush().map_err(|e| {
+                tracing::error!(error = %e, "log flush failed");
+                format!("the event log cannot be flushed: {e}")
+            })?;
+        }
+        Ok(())
     }
 }
 

@@ -4,18 +4,14 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 use crate::config::Config;
 use crate::hub::Hub;
-use crate::io::WriteTimeout;
 use crate::shutdown::Shutdown;
-use crate::{broker, http, publisher};
+use crate::{broker, conn, publisher};
 
 /// A hub that is serving. Dropping it does not stop it: call [`Running::shutdown`].
 pub struct Running {
@@ -64,7 +60,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let hub = Hub::open(config).context("cannot open the hub")?;
     let shutdown = Shutdown::default();
     spawn_background(&hub, &shutdown);
-    let task = tokio::spawn(serve(listener, hub.clone(), shutdown.clone()));
+    let streams = streams_runtime()?;
+    let task = tokio::spawn(serve(listener, hub.clone(), shutdown.clone(), streams));
     tracing::info!(
         data_dir = %hub.config.data_dir.display(),
         sync = ?hub.config.store.sync,
@@ -77,6 +74,19 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         shutdown,
         task,
     })
+}
+
+/// The runtime that writes event streams: one worker per core. The runtime that called
+/// [`start`] keeps accepting and answering everything else, so a publish is read and
+/// committed at once even while thousands of streams are being written.
+fn streams_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(cores)
+        .thread_name("runnel-stream")
+        .enable_all()
+        .build()
+        .context("cannot start the stream runtime")
 }
 
 /// The heartbeat/clock tick, retention, and the count of the existing log.
@@ -127,7 +137,12 @@ fn spawn_background(hub: &Hub, shutdown: &Shutdown) {
 }
 
 /// Serves until shutdown; returns whether the final flush succeeded.
-async fn serve(listener: TcpListener, hub: Hub, shutdown: Shutdown) -> bool {
+async fn serve(
+    listener: TcpListener,
+    hub: Hub,
+    shutdown: Shutdown,
+    streams: tokio::runtime::Runtime,
+) -> bool {
     let graceful = GracefulShutdown::new();
     loop {
         let (stream, peer) = tokio::select! {
@@ -143,25 +158,14 @@ async fn serve(listener: TcpListener, hub: Hub, shutdown: Shutdown) -> bool {
             },
         };
         let _ = stream.set_nodelay(true);
-        let h = hub.clone();
-        let service = service_fn(move |req| http::handle(h.clone(), req, peer));
-        // The header timeout also closes connections that never send a request, and idle
-        // keep-alive connections between requests.
-        let limits = &hub.config.limits;
-        let conn = http1::Builder::new()
-            .timer(TokioTimer::new())
-            .header_read_timeout(limits.request_timeout.0)
-            .max_buf_size(usize::try_from(limits.max_header_bytes.0).unwrap_or(16 << 10))
-            .serve_connection(
-                TokioIo::new(WriteTimeout::new(stream, limits.write_timeout.0)),
-                service,
-            );
-        let conn = graceful.watch(conn);
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
-            }
-        });
+        tokio::spawn(conn::serve(
+            hub.clone(),
+            stream,
+            peer,
+            graceful.watcher(),
+            shutdown.clone(),
+            streams.handle().clone(),
+        ));
     }
     // Close the listener first: browsers treat a refused connection as a reason to retry,
     // but any non-200 answer (503 too) as final.
@@ -176,6 +180,8 @@ async fn serve(listener: TcpListener, hub: Hub, shutdown: Shutdown) -> bool {
     {
         tracing::warn!("connections still open after stream.shutdown_grace; closing them");
     }
+    // Whatever is left on it was cut off by the grace period.
+    streams.shutdown_background();
     let h = hub.clone();
     let flushed = tokio::task::spawn_blocking(move || {
         h.publisher.stop();

@@ -832,7 +832,19 @@ mod tests {
         let counts = store.acct().per_topic.clone();
         assert!(live.bytes <= 1 << 20);
         drop(store);
-        let reopened = Store::open(dir.path(), &cfg).unwrap();
+        // sled's flusher thread may hold the file lock a moment after the drop.
+        let mut tries = 0;
+        let reopened = loop {
+            match Store::open(dir.path(), &cfg) {
+                Ok(s) => break s,
+                Err(e) if tries < 50 => {
+                    tries += 1;
+                    tracing::debug!(error = %e, "reopen");
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                Err(e) => panic!("reopen: {e}"),
+            }
+        };
         reopened.scan_existing().unwrap();
         let fresh = reopened.stats();
         assert_eq!((live.events, live.bytes), (fresh.events, fresh.bytes));

@@ -413,6 +413,12 @@ impl Sse {
         }
     }
 
+    /// Whether the body ended with the last chunk (not just a dropped connection).
+    #[allow(dead_code)]
+    pub fn finished(&self) -> bool {
+        self.dechunk.finished
+    }
+
     /// The next item (event or comment) within `t`; `None` if the stream ended.
     pub async fn next_item_within(&mut self, t: Duration) -> Option<Ev> {
         let deadline = Instant::now() + t;
