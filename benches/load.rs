@@ -231,8 +231,15 @@ fn raise_fd_limit() {
             rlim_max: 0,
         };
         if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) == 0 {
-            r.rlim_cur = r.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &r);
+            // Root may lift the hard limit too (the spawned hub inherits it).
+            let want = libc::rlimit {
+                rlim_cur: 1 << 20,
+                rlim_max: 1 << 20,
+            };
+            if r.rlim_max >= want.rlim_max || libc::setrlimit(libc::RLIMIT_NOFILE, &want) != 0 {
+                r.rlim_cur = r.rlim_max;
+                libc::setrlimit(libc::RLIMIT_NOFILE, &r);
+            }
         }
     }
 }
@@ -364,6 +371,8 @@ struct SseReader {
     chunk_left: Option<usize>,
     line: Vec<u8>,
     cur_id: Option<String>,
+    /// Events that arrived with the opening frames (a resumed stream's replay often does).
+    early: Vec<(u64, u64, Option<String>)>,
 }
 
 impl SseReader {
@@ -387,7 +396,10 @@ impl SseReader {
             if let Some(e) = find(&buf, b"\r\n\r\n") {
                 break e;
             }
-            let n = stream.read(&mut chunk).await.expect("head");
+            let n = tokio::time::timeout(Duration::from_secs(30), stream.read(&mut chunk))
+                .await
+                .expect("no response head within 30 s (is the hub out of file descriptors?)")
+                .expect("head");
             assert!(n > 0, "closed before the response head");
             buf.extend_from_slice(&chunk[..n]);
         };
@@ -404,21 +416,17 @@ impl SseReader {
             chunk_left: None,
             line: Vec::with_capacity(256),
             cur_id: None,
+            early: Vec::new(),
         };
         // Consume until the `connected` event.
         let mut pending = rest;
         let mut connected = opts.ready_event.is_empty();
-        if connected {
-            r.feed(&pending, &mut |_, _| {});
-            return r;
-        }
+        let mut early = Vec::new();
         loop {
-            r.feed(&pending, &mut |ev, _| {
-                if let Event::Named(n) = ev
-                    && n == opts.ready_event
-                {
-                    connected = true;
-                }
+            r.feed(&pending, &mut |ev, id| match ev {
+                Event::Named(n) if n == opts.ready_event => connected = true,
+                Event::Data(seq, ns) => early.push((seq, ns, id.map(str::to_string))),
+                Event::Named(_) => {}
             });
             if connected {
                 break;
@@ -427,6 +435,7 @@ impl SseReader {
             assert!(n > 0, "closed before connected");
             pending = chunk[..n].to_vec();
         }
+        r.early = early;
         r
     }
 
@@ -512,6 +521,12 @@ impl SseReader {
 
     /// Reads until `stop` says so or the connection ends.
     async fn run(mut self, tally: &mut Tally, mut stop: impl FnMut(&Tally) -> bool) {
+        for (seq, ns, id) in std::mem::take(&mut self.early) {
+            tally.record(seq, ns);
+            if id.is_some() {
+                tally.last_id = id;
+            }
+        }
         let mut chunk = vec![0u8; 4096];
         while !stop(tally) {
             let n = match self.stream.read(&mut chunk).await {
@@ -620,11 +635,18 @@ async fn idle(server: &Server, opts: &Opts) {
             "rss_before={:.1}MiB rss_after={:.1}MiB per_stream={:.2}KiB",
             b as f64 / 1024.0,
             a as f64 / 1024.0,
-            (a as f64 - b as f64) / opts.streams as f64
+            (a as f64 - b as f64) / opts.streams.max(1) as f64
         ),
         _ => "rss=unknown (no --pid)".into(),
     };
-    println!("idle streams={} {per}", opts.streams);
+    if opts.streams == 0 {
+        println!(
+            "idle streams=0 rss={}",
+            after.map_or("?".into(), |a| format!("{:.1}MiB", a as f64 / 1024.0))
+        );
+    } else {
+        println!("idle streams={} {per}", opts.streams);
+    }
     drop(streams);
 }
 

@@ -171,6 +171,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     {
         tracing::warn!("auth.jwt_secret is shorter than 32 bytes; use a long random secret");
     }
+    raise_fd_limit(config.limits.max_connections);
     let running = std::sync::Mutex::new(config.clone());
     let reload = move || reload(&args, &running, &log);
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -178,6 +179,32 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .thread_name("runnel-worker")
         .build()?;
     rt.block_on(crate::server::run(config, reload))
+}
+
+/// Every stream is a file descriptor, and the usual soft limit (1024) is far below
+/// `limits.max_connections`: lift the soft limit to the hard one, as most servers do, and
+/// say so when even that is too low.
+fn raise_fd_limit(max_connections: usize) {
+    let mut r = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write the struct passed in.
+    let ok = unsafe {
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) == 0 && {
+            r.rlim_cur = r.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &r) == 0
+        }
+    };
+    let limit = if ok { r.rlim_cur } else { 1024 };
+    // Headroom for the log, publishers and the listener.
+    if (limit as u128) < max_connections as u128 + 64 {
+        tracing::warn!(
+            limit,
+            max_connections,
+            "the open-file limit is below limits.max_connections; raise LimitNOFILE (or ulimit -n)"
+        );
+    }
 }
 
 /// SIGHUP: reads the configuration again and applies what can change without dropping

@@ -53,9 +53,7 @@ impl Running {
 /// Binds, opens the store and starts serving. `config` must be validated.
 pub async fn start(config: Config) -> anyhow::Result<Running> {
     let addr = config.listen_addr()?;
-    let listener = TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("cannot listen on {addr}"))?;
+    let listener = listen(addr).with_context(|| format!("cannot listen on {addr}"))?;
     let local = listener.local_addr()?;
     let hub = Hub::open(config).context("cannot open the hub")?;
     let shutdown = Shutdown::default();
@@ -74,6 +72,20 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         shutdown,
         task,
     })
+}
+
+/// Binds with a deep accept queue: after a restart every client reconnects at once, and
+/// with the usual 1024 the overflow waits a second or more for its SYN to be resent. (The
+/// kernel caps it at `net.core.somaxconn`, 4096 by default.)
+fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(8192)
 }
 
 /// The runtime that writes event streams: one worker per core. The runtime that called
