@@ -124,6 +124,15 @@ pub struct StreamSpec {
 }
 
 /// The broker's side of one open stream.
+/// What [`Subscriber::push`] did with an event.
+enum Push {
+    Queued,
+    /// The stream is ending, or already had this event (several of its topics matched).
+    Skipped,
+    /// The queue was full: the stream is being closed as a slow reader.
+    Overflowed,
+}
+
 pub struct Subscriber {
     key: u64,
     /// Public, unguessable connection id.
@@ -180,13 +189,13 @@ impl Subscriber {
         }
     }
 
-    /// Queues one event. Returns whether it was queued.
-    fn push(&self, seq: u64, frame: &Bytes, cap: usize, counters: &Counters) -> bool {
+    /// Queues one event.
+    fn push(&self, seq: u64, frame: &Bytes, cap: usize, counters: &Counters) -> Push {
         let waker;
         {
             let mut q = self.lock();
             if !matches!(q.state, State::Open) || (seq != 0 && q.last_seq == seq) {
-                return false;
+                return Push::Skipped;
             }
             q.last_seq = seq;
             if q.items.len() >= cap {
@@ -205,7 +214,7 @@ impl Subscriber {
                 if let Some(w) = waker {
                     w.wake();
                 }
-                return false;
+                return Push::Overflowed;
             }
             q.items.push_back(frame.clone());
             waker = q.waker.take();
@@ -213,7 +222,12 @@ impl Subscriber {
         if let Some(w) = waker {
             w.wake();
         }
-        true
+        Push::Queued
+    }
+
+    /// Whether the stream is being ended (by the hub: slow reader, admin, shutdown, expiry).
+    pub fn is_ending(&self) -> bool {
+        !matches!(self.lock().state, State::Open)
     }
 
     /// Ends the stream after what is already queued (or at once, dropping it).
@@ -537,16 +551,31 @@ impl Broker {
         let counters = &*self.inner.counters;
         let mut reg = self.registry();
         let mut n = 0;
+        let mut cut = Vec::new();
+        let mut count = |s: &Subscriber| match s.push(ev.seq, &ev.frame, cap, counters) {
+            Push::Queued => n += 1,
+            Push::Skipped => {}
+            Push::Overflowed => cut.push(s.key),
+        };
         for t in &ev.topics {
             if let Some(subs) = reg.by_topic.get(t.as_str()) {
                 for s in subs.values() {
-                    n += usize::from(s.push(ev.seq, &ev.frame, cap, counters));
+                    count(s);
                 }
             }
         }
         for (p, s) in &reg.wildcards {
             if ev.topics.iter().any(|t| p.matches(t) && s.may_receive(t)) {
-                n += usize::from(s.push(ev.seq, &ev.frame, cap, counters));
+                count(s);
+            }
+        }
+        // A slow stream leaves the registry now: its last writes may wait on a client that
+        // does not read (up to limits.write_timeout), and it must not count or receive
+        // meanwhile.
+        if !cut.is_empty() {
+            let now = self.now_ms();
+            for k in cut {
+                reg.remove(k, now);
             }
         }
         reg.fanned_through = reg.fanned_through.max(ev.seq);
