@@ -310,9 +310,14 @@ impl Store {
         for ev in events {
             let rec = Record::encode(ev.time_ms, ev.topics, ev.frame);
             sizes.push(rec.len() as u64);
+            // The index entry carries the record's size and topic count, so retention can
+            // drop a single-topic event without reading its record.
+            let mut meta = [0u8; 5];
+            meta[..4].copy_from_slice(&u32::try_from(rec.len()).unwrap_or(u32::MAX).to_be_bytes());
+            meta[4] = u8::try_from(ev.topics.len()).unwrap_or(u8::MAX);
             batch.insert(&event_key(ev.seq)[..], rec);
             for t in ev.topics {
-                batch.insert(index_key(t, ev.seq), &[][..]);
+                batch.insert(index_key(t, ev.seq), &meta[..]);
             }
         }
         if let Some(hw) = high_water {
@@ -551,9 +556,8 @@ impl Store {
         let mut removed = 0;
         while removed < n {
             let take = usize::try_from((n - removed).min(512)).unwrap_or(512);
-            let keys: Vec<sled::IVec> = db
+            let keys: Vec<(sled::IVec, sled::IVec)> = db
                 .scan_prefix(index_prefix(t))
-                .keys()
                 .take(take)
                 .collect::<Result<_, _>>()?;
             if keys.is_empty() {
@@ -562,12 +566,19 @@ impl Store {
             let mut batch = sled::Batch::default();
             let mut max_seq = 0;
             let mut freed = (0u64, 0u64);
-            for k in &keys {
+            for (k, meta) in &keys {
                 let Some(seq) = k.len().checked_sub(8).and_then(|at| seq_of(&k[at..])) else {
                     continue;
                 };
                 max_seq = max_seq.max(seq);
                 batch.remove(k.clone());
+                if let [a, b, c, d, 1] = meta[..] {
+                    // On this topic only: the record goes too, unread.
+                    batch.remove(&event_key(seq)[..]);
+                    freed.0 += 1;
+                    freed.1 += u64::from(u32::from_be_bytes([a, b, c, d]));
+                    continue;
+                }
                 if let Some(v) = db.get(event_key(seq))? {
                     let rec = Record::decode(&v).ok_or(StoreError::Corrupt(seq))?;
                     let mut still_indexed = false;
