@@ -34,6 +34,21 @@ async fn read_one(s: &mut TcpStream) -> Resp {
     }
 }
 
+/// Reads raw bytes until `needle` shows up (5 s at most); returns all of them as text.
+async fn read_until(s: &mut TcpStream, needle: &str) -> String {
+    let mut out = Vec::new();
+    let mut chunk = [0u8; 1024];
+    while !String::from_utf8_lossy(&out).contains(needle) {
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut chunk))
+            .await
+            .unwrap_or_else(|_| panic!("no {needle:?} within 5 s"))
+            .unwrap();
+        assert!(n > 0, "closed before {needle:?}");
+        out.extend_from_slice(&chunk[..n]);
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 #[tokio::test]
 async fn a_refused_stream_keeps_the_connection_for_the_next_request() {
     let hub = TestHub::start().await;
@@ -75,17 +90,7 @@ async fn a_head_sent_byte_by_byte_opens_a_stream() {
         s.write_all(&[*b]).await.unwrap();
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
-    let mut out = Vec::new();
-    let mut chunk = [0u8; 1024];
-    while !String::from_utf8_lossy(&out).contains("event: connected") {
-        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut chunk))
-            .await
-            .expect("stream in time")
-            .unwrap();
-        assert!(n > 0);
-        out.extend_from_slice(&chunk[..n]);
-    }
-    let text = String::from_utf8_lossy(&out);
+    let text = read_until(&mut s, "event: connected").await;
     assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
     assert!(text.contains("transfer-encoding: chunked\r\n"), "{text}");
 }
@@ -126,16 +131,7 @@ async fn bytes_after_the_head_do_not_end_a_stream() {
     tokio::time::sleep(Duration::from_millis(100)).await;
     hub.publish(json!({"topic": "chatty", "data": "still here"}))
         .await;
-    let mut got = Vec::new();
-    let mut chunk = [0u8; 1024];
-    while !String::from_utf8_lossy(&got).contains("still here") {
-        let n = tokio::time::timeout(Duration::from_secs(5), tcp.read(&mut chunk))
-            .await
-            .expect("event in time")
-            .unwrap();
-        assert!(n > 0, "stream ended");
-        got.extend_from_slice(&chunk[..n]);
-    }
+    read_until(&mut tcp, "still here").await;
 }
 
 #[tokio::test]
