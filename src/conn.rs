@@ -345,27 +345,8 @@ async fn write_chunk(io: &mut WriteTimeout<TcpStream>, data: &[u8]) -> io::Resul
         let _ = write!(c, "{:x}\r\n", data.len());
         c.position() as usize
     };
-    let mut parts = [&size[..n], data, b"\r\n"];
-    let mut at = 0;
-    while at < parts.len() {
-        let slices = [
-            IoSlice::new(parts[at]),
-            IoSlice::new(parts.get(at + 1).copied().unwrap_or(&[])),
-            IoSlice::new(parts.get(at + 2).copied().unwrap_or(&[])),
-        ];
-        let mut written = io.write_vectored(&slices).await?;
-        if written == 0 {
-            return Err(io::ErrorKind::WriteZero.into());
-        }
-        while at < parts.len() && written >= parts[at].len() {
-            written -= parts[at].len();
-            at += 1;
-        }
-        if at < parts.len() {
-            parts[at] = &parts[at][written..];
-        }
-    }
-    Ok(())
+    let mut chunk = (&size[..n]).chain(data).chain(&b"\r\n"[..]);
+    io.write_all_buf(&mut chunk).await
 }
 
 /// Hands the connection to hyper; `pre` is what was already read from it.

@@ -86,6 +86,15 @@ fn abstract_notify_sockets_work_and_foreign_watchdogs_are_ignored() {
     );
 }
 
+/// Waits (5 s at most) for `needle` in the hub's log; fails with the log.
+async fn wait_for_log(p: &Proc, needle: &str) {
+    assert!(
+        eventually(Duration::from_secs(5), async || p.log().contains(needle)).await,
+        "no {needle:?} in the log:\n{}",
+        p.log()
+    );
+}
+
 #[tokio::test]
 async fn sighup_reloads_the_log_level_and_names_what_needs_a_restart() {
     let tmp = tempfile::tempdir().unwrap();
@@ -104,40 +113,19 @@ async fn sighup_reloads_the_log_level_and_names_what_needs_a_restart() {
     assert!(!p.log().contains("stream opened"), "no debug lines at info");
     std::fs::write(&file, conf("debug", "20s")).unwrap();
     p.signal("HUP");
-    assert!(
-        eventually(Duration::from_secs(5), async || p
-            .log()
-            .contains("configuration reloaded"))
-        .await,
-        "{}",
-        p.log()
-    );
+    wait_for_log(&p, "configuration reloaded").await;
     assert!(p.log().contains("stream.heartbeat"), "{}", p.log());
     // The open stream survived the reload; new debug lines appear.
     let mut s2 = Sse::open(p.addr, "/events?topic=after", &[]).await;
     s2.connected().await;
-    assert!(
-        eventually(Duration::from_secs(5), async || p
-            .log()
-            .contains("stream opened"))
-        .await,
-        "{}",
-        p.log()
-    );
+    wait_for_log(&p, "stream opened").await;
     let r = request(p.addr, "POST", "/publish/before", &[], b"still here").await;
     assert_eq!(r.status, 200);
     assert_eq!(s.next().await.data, "still here");
     // A broken file is refused; the hub keeps running on what it has.
     std::fs::write(&file, "log = [").unwrap();
     p.signal("HUP");
-    assert!(
-        eventually(Duration::from_secs(5), async || p
-            .log()
-            .contains("reload failed"))
-        .await,
-        "{}",
-        p.log()
-    );
+    wait_for_log(&p, "reload failed").await;
     assert_eq!(
         request(p.addr, "GET", "/health", &[], b"").await.status,
         200
