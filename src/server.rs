@@ -11,7 +11,7 @@ use tokio::task::JoinHandle;
 use crate::config::Config;
 use crate::hub::Hub;
 use crate::shutdown::Shutdown;
-use crate::{broker, conn, publisher};
+use crate::{broker, conn, publisher, store};
 
 /// A hub that is serving. Dropping it does not stop it: call [`Running::shutdown`].
 pub struct Running {
@@ -40,13 +40,23 @@ impl Running {
     /// Returns false if the final flush failed.
     pub async fn shutdown(self) -> bool {
         self.shutdown.trigger();
-        self.task.await.unwrap_or(false)
+        self.wait().await
     }
 
-    /// Waits until the hub has stopped (after a trigger from elsewhere). Returns false if
-    /// the final flush failed.
+    /// Waits until the hub has stopped (after a trigger from elsewhere) and its data
+    /// directory is free to open again. Returns false if the final flush failed.
     pub async fn wait(self) -> bool {
-        self.task.await.unwrap_or(false)
+        let flushed = self.task.await.unwrap_or(false);
+        let dir = self.hub.config.data_dir.clone();
+        drop(self.hub);
+        let within = Duration::from_secs(5);
+        let released = tokio::task::spawn_blocking(move || store::wait_released(&dir, within))
+            .await
+            .unwrap_or(false);
+        if !released {
+            tracing::warn!("the log's file lock is still held {within:?} after shutdown");
+        }
+        flushed
     }
 }
 
@@ -192,8 +202,10 @@ async fn serve(
     {
         tracing::warn!("connections still open after stream.shutdown_grace; closing them");
     }
-    // Whatever is left on it was cut off by the grace period.
-    streams.shutdown_background();
+    // Whatever is left on it was cut off by the grace period. Its tasks hold the hub (and
+    // so the store): wait for them to be dropped, briefly, so the store really closes.
+    let _ =
+        tokio::task::spawn_blocking(move || streams.shutdown_timeout(Duration::from_secs(1))).await;
     let h = hub.clone();
     let flushed = tokio::task::spawn_blocking(move || {
         h.publisher.stop();

@@ -670,6 +670,31 @@ impl Store {
 }
 
 /// `<incarnation>-<seq>`, fixed-width hex.
+/// Waits (up to `within`) until no process or thread holds the log's file lock in `dir`,
+/// and says whether it is free. A dropped store is not closed at once: sled's flusher
+/// thread lets go of the lock a moment later, and an in-process restart (tests, embedding)
+/// must not see "another runnel is using this data directory" for it.
+pub fn wait_released(dir: &Path, within: std::time::Duration) -> bool {
+    use std::os::fd::AsRawFd;
+    let Ok(file) = std::fs::File::open(dir.join("log").join("db")) else {
+        return true; // no log yet, so nothing holds it
+    };
+    let until = std::time::Instant::now() + within;
+    loop {
+        // sled takes an exclusive flock(2) on this file; ours conflicts until it is gone.
+        // SAFETY: a plain syscall on a descriptor this function owns.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+            // SAFETY: as above; closing the file would release it too.
+            unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_UN) };
+            return true;
+        }
+        if std::time::Instant::now() >= until {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
 pub fn format_id(incarnation: u32, seq: u64) -> String {
     format!("{incarnation:08x}-{seq:016x}")
 }
@@ -809,6 +834,22 @@ mod tests {
         }
     }
 
+    /// `wait_released` sees sled's lock while a store is open and its release after.
+    #[test]
+    fn wait_released_sees_the_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let short = std::time::Duration::from_millis(50);
+        assert!(wait_released(dir.path(), short), "no log yet");
+        let store = Store::open(dir.path(), &StoreConfig::default()).unwrap();
+        assert!(
+            !wait_released(dir.path(), short),
+            "an open store holds the lock"
+        );
+        drop(store);
+        assert!(wait_released(dir.path(), std::time::Duration::from_secs(5)));
+        Store::open(dir.path(), &StoreConfig::default()).unwrap();
+    }
+
     /// After retention (by count and by size), the in-memory counts equal a fresh count of
     /// what the log holds.
     #[test]
@@ -843,19 +884,8 @@ mod tests {
         let counts = store.acct().per_topic.clone();
         assert!(live.bytes <= 1 << 20);
         drop(store);
-        // sled's flusher thread may hold the file lock a moment after the drop.
-        let mut tries = 0;
-        let reopened = loop {
-            match Store::open(dir.path(), &cfg) {
-                Ok(s) => break s,
-                Err(e) if tries < 50 => {
-                    tries += 1;
-                    tracing::debug!(error = %e, "reopen");
-                    std::thread::sleep(std::time::Duration::from_millis(20));
-                }
-                Err(e) => panic!("reopen: {e}"),
-            }
-        };
+        assert!(wait_released(dir.path(), std::time::Duration::from_secs(5)));
+        let reopened = Store::open(dir.path(), &cfg).unwrap();
         reopened.scan_existing().unwrap();
         let fresh = reopened.stats();
         assert_eq!((live.events, live.bytes), (fresh.events, fresh.bytes));
