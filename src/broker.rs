@@ -225,11 +225,6 @@ impl Subscriber {
         Push::Queued
     }
 
-    /// Whether the stream is being ended (by the hub: slow reader, admin, shutdown, expiry).
-    pub fn is_ending(&self) -> bool {
-        !matches!(self.lock().state, State::Open)
-    }
-
     /// Ends the stream after what is already queued (or at once, dropping it).
     pub fn close(&self, frame: Option<Bytes>, drop_queued: bool) {
         let waker = {
@@ -590,7 +585,7 @@ impl Broker {
         let hb = self.inner.limits.heartbeat_ms;
         let ttl = self.inner.limits.session_ttl_ms;
         let wall = unix_ms();
-        let subs: Vec<Arc<Subscriber>> = {
+        let (subs, expired) = {
             let mut reg = self.registry();
             let Registry {
                 sessions, by_user, ..
@@ -598,21 +593,29 @@ impl Broker {
             sessions.retain(|user, s| {
                 by_user.contains_key(user) || now.saturating_sub(s.touched_ms) < ttl
             });
-            reg.streams.values().map(|e| e.sub.clone()).collect()
-        };
-        for s in subs {
-            if s.expires_at.is_some_and(|exp| exp <= wall) {
-                tracing::debug!(conn = %s.id, "credential expired; ending stream");
-                s.close(
-                    Some(sse::control_frame(
-                        "closed",
-                        &serde_json::json!({"reason": "token_expired",
-                            "message": "the stream's credential expired"}),
-                    )),
-                    false,
-                );
-                continue;
+            let (expired, subs): (Vec<Arc<Subscriber>>, Vec<Arc<Subscriber>>) = reg
+                .streams
+                .values()
+                .map(|e| e.sub.clone())
+                .partition(|s| s.expires_at.is_some_and(|exp| exp <= wall));
+            // Ended by the hub, so out of the registry now (see `close_stream`).
+            for s in &expired {
+                reg.remove(s.key, now);
             }
+            (subs, expired)
+        };
+        for s in expired {
+            tracing::debug!(conn = %s.id, "credential expired; ending stream");
+            s.close(
+                Some(sse::control_frame(
+                    "closed",
+                    &serde_json::json!({"reason": "token_expired",
+                        "message": "the stream's credential expired"}),
+                )),
+                false,
+            );
+        }
+        for s in subs {
             let waker = {
                 let mut q = s.lock();
                 if matches!(q.state, State::Open)
@@ -643,11 +646,18 @@ impl Broker {
         }
     }
 
-    /// Closes one stream by its public id (admin `DELETE /connections/{id}`).
+    /// Closes one stream by its public id (admin `DELETE /connections/{id}`). Like every
+    /// close the hub decides, it leaves the registry at once: its last writes may wait on a
+    /// client that does not read, and meanwhile it must neither count nor receive.
     pub fn close_stream(&self, id: &str, frame: Bytes) -> bool {
-        match self.find(id) {
-            Some(s) => {
-                s.close(Some(frame), true);
+        let entry = {
+            let mut reg = self.registry();
+            let now = self.now_ms();
+            reg.key_of(id).and_then(|key| reg.remove(key, now))
+        };
+        match entry {
+            Some(e) => {
+                e.sub.close(Some(frame), true);
                 true
             }
             None => false,

@@ -20,7 +20,7 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Buf, Bytes};
 use http::header::{CONNECTION, CONTENT_LENGTH, HeaderName, HeaderValue, TRANSFER_ENCODING};
 use http::{Method, Request, StatusCode, Uri, Version};
 use http_body::Body as _;
@@ -287,26 +287,6 @@ async fn stream_events(io: &mut WriteTimeout<TcpStream>, mut body: SseBody) {
         })
         .await;
         match step {
-            Step::Frame(Some(data)) if body.is_ending() => {
-                // The hub is ending this stream (slow reader, shutdown, ...): take what is
-                // left and unregister now, as hyper does when a body ends, rather than after
-                // the last writes, which a stalled client can hold up to the write timeout.
-                let mut rest = BytesMut::from(&data[..]);
-                {
-                    let mut cx = Context::from_waker(std::task::Waker::noop());
-                    while let Poll::Ready(Some(f)) = Pin::new(&mut body).poll_frame(&mut cx) {
-                        if let Some(d) = f.ok().and_then(|f| f.into_data().ok()) {
-                            rest.extend_from_slice(&d);
-                        }
-                    }
-                }
-                drop(body);
-                if write_chunk(io, &rest).await.is_ok() {
-                    let _ = io.write_all(b"0\r\n\r\n").await;
-                    let _ = io.shutdown().await;
-                }
-                return;
-            }
             Step::Frame(Some(data)) => {
                 if write_chunk(io, &data).await.is_err() {
                     return;

@@ -122,11 +122,6 @@ impl SseBody {
         }
     }
 
-    /// Whether the hub is ending this stream: what is left to send is then finite.
-    pub fn is_ending(&self) -> bool {
-        self.sub.is_ending()
-    }
-
     /// The next replay chunk, or `None` once the replay is done.
     fn next_replay(&mut self) -> Option<Bytes> {
         const MAX_EVENTS: usize = 256;

@@ -1180,3 +1180,116 @@ async fn runnel_sub_sends_its_token() {
     let _ = child.wait();
     assert_eq!(got.as_deref(), Some("for erin"));
 }
+
+/// A hub whose streams may fall far behind before they are cut, and whose writes wait a
+/// minute: a stream ended by the hub that still showed up afterwards would be one that
+/// waits on its stalled client.
+async fn patient_hub() -> TestHub {
+    TestHub::start_with(|c| {
+        secured(c);
+        c.limits.stream_queue = 1000;
+        c.limits.write_timeout = runnel::config::Dur(Duration::from_secs(60));
+        c.stream.heartbeat = runnel::config::Dur(Duration::from_millis(100));
+    })
+    .await
+}
+
+/// Opens a stream as `user` on `topic` with `token`, then stops reading it and publishes
+/// ~10 MB to it, far more than loopback's socket buffers hold: its writer is now blocked.
+async fn stalled_stream(
+    hub: &TestHub,
+    topic: &str,
+    token: &str,
+) -> (String, tokio::net::TcpStream) {
+    let auth = bearer(token);
+    let mut s = stream_as(
+        hub,
+        &format!("/events?topic={topic}"),
+        &[("authorization", &auth)],
+    )
+    .await;
+    let id = s.connected().await["connection_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let stalled = s.into_stream();
+    let data = "s".repeat(50_000);
+    for _ in 0..200 {
+        let path = format!("/publish/{topic}");
+        let r = request(
+            hub.addr,
+            "POST",
+            &path,
+            &[("x-api-key", "backend-key")],
+            data.as_bytes(),
+        )
+        .await;
+        assert_eq!(r.status, 200);
+    }
+    (id, stalled)
+}
+
+async fn open_streams(hub: &TestHub) -> Value {
+    request(
+        hub.addr,
+        "GET",
+        "/stats",
+        &[("x-api-key", "admin-key")],
+        b"",
+    )
+    .await
+    .json()["connections"]["total"]
+        .clone()
+}
+
+#[tokio::test]
+async fn an_admin_close_of_a_stalled_stream_takes_effect_at_once() {
+    let hub = patient_hub().await;
+    let (id, _stalled) = stalled_stream(&hub, "big", &jwt(json!({"sub": "alice"}))).await;
+    assert_eq!(open_streams(&hub).await, 1);
+    let r = request(
+        hub.addr,
+        "DELETE",
+        &format!("/connections/{id}"),
+        &[("x-api-key", "admin-key")],
+        b"",
+    )
+    .await;
+    assert_eq!(r.status, 204);
+    // Not after its writer gives up on the client: now.
+    assert_eq!(open_streams(&hub).await, 0);
+    let list = request(
+        hub.addr,
+        "GET",
+        "/connections",
+        &[("x-api-key", "admin-key")],
+        b"",
+    )
+    .await;
+    assert_eq!(list.json()["connections"], json!([]));
+    // A second close finds nothing.
+    let again = request(
+        hub.addr,
+        "DELETE",
+        &format!("/connections/{id}"),
+        &[("x-api-key", "admin-key")],
+        b"",
+    )
+    .await;
+    assert_eq!(again.status, 404);
+}
+
+#[tokio::test]
+async fn a_stalled_stream_whose_token_expires_leaves_at_once() {
+    let hub = patient_hub().await;
+    let token = jwt(json!({"sub": "bob", "exp": now() + 6}));
+    let (_id, _stalled) = stalled_stream(&hub, "big", &token).await;
+    assert_eq!(open_streams(&hub).await, 1);
+    // The token ends within 6 s; the write timeout would take a minute.
+    assert!(
+        eventually(Duration::from_secs(12), async || open_streams(&hub).await
+            == 0)
+        .await,
+        "the expired stream is still counted"
+    );
+}
