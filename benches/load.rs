@@ -195,15 +195,20 @@ impl Server {
 
     /// User and system CPU time in seconds.
     fn cpu_split(&self) -> Option<(f64, f64)> {
-        let s = std::fs::read_to_string(format!("/proc/{}/stat", self.pid?)).ok()?;
-        let after = &s[s.rfind(')')? + 2..];
-        let f: Vec<&str> = after.split(' ').collect();
-        let user: u64 = f.get(11)?.parse().ok()?;
-        let sys: u64 = f.get(12)?.parse().ok()?;
-        // SAFETY: sysconf has no preconditions.
-        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-        Some((user as f64 / hz, sys as f64 / hz))
+        cpu_of(self.pid?)
     }
+}
+
+/// A process's user and system CPU time in seconds, from /proc.
+fn cpu_of(pid: u32) -> Option<(f64, f64)> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = &s[s.rfind(')')? + 2..];
+    let f: Vec<&str> = after.split(' ').collect();
+    let user: u64 = f.get(11)?.parse().ok()?;
+    let sys: u64 = f.get(12)?.parse().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    Some((user as f64 / hz, sys as f64 / hz))
 }
 
 impl Drop for Server {
@@ -742,6 +747,7 @@ async fn fanout(server: &Server, opts: &Opts, many_topics: bool) {
     }
     let cpu0 = server.cpu_s();
     let split0 = server.cpu_split();
+    let client0 = cpu_of(std::process::id());
     let t0 = Instant::now();
     let topic_of: Arc<dyn Fn(u64) -> String + Send + Sync> = if many_topics {
         Arc::new(move |seq| format!("mt{}", seq as usize % n))
@@ -775,6 +781,11 @@ async fn fanout(server: &Server, opts: &Opts, many_topics: bool) {
         (Some(a), Some(b)) => format!("(user {:.2}s, system {:.2}s)", b.0 - a.0, b.1 - a.1),
         _ => String::new(),
     };
+    // The generator shares the machine: what it spent is CPU the hub did not get.
+    let client = match (client0, cpu_of(std::process::id())) {
+        (Some(a), Some(b)) => format!("{:.2}s", (b.0 + b.1) - (a.0 + a.1)),
+        _ => "?".into(),
+    };
     let rss = server.rss_kib();
     let mut lat = Vec::new();
     let (mut received, mut dup) = (0, 0);
@@ -795,7 +806,7 @@ async fn fanout(server: &Server, opts: &Opts, many_topics: bool) {
     println!(
         "{} streams={n} rate={}/s payload={}B published={published} failed={failed} \
          expected={expected} received={received} lost={lost} dup={dup} {} \
-         deliveries/s={:.0} server_cpu={}s{split} cpu/delivery={per_delivery} rss={} publish_p99={:.1}ms",
+         deliveries/s={:.0} server_cpu={}s{split} cpu/delivery={per_delivery} rss={} publish_p99={:.1}ms client_cpu={client}",
         if many_topics { "many-topics" } else { "fanout" },
         opts.rate,
         opts.payload,
