@@ -322,10 +322,12 @@ fn events(
     }
     let mut named: Vec<String> = path_topic.into_iter().collect();
     let mut query_last = None;
+    let mut envelope = false;
     for (k, v) in query(parts) {
         match k.as_str() {
             "topic" => named.push(v),
             "last_event_id" => query_last = Some(v),
+            "envelope" => envelope = matches!(v.as_str(), "" | "1" | "true"),
             _ => {}
         }
     }
@@ -425,7 +427,8 @@ fn events(
         });
     tracing::debug!(conn = %reg.sub.id, user = ?caller.user, topics = ?topics,
         last_event_id = ?last_id, reset = ?reset, "stream opened");
-    let body = SseBody::new(hub.broker.clone(), reg.sub, Bytes::from(preamble), replay);
+    let body = SseBody::new(hub.broker.clone(), reg.sub, Bytes::from(preamble), replay)
+        .with_envelope(envelope);
     let mut resp = Response::new(Body::Sse(body));
     let h = resp.headers_mut();
     h.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));

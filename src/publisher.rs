@@ -107,6 +107,7 @@ impl Publisher {
                     topics: ev.topics.clone(),
                     frame: sse::encode_event(
                         &self.inner.store.format_id(seq),
+                        &ev.topics,
                         ev.event.as_deref(),
                         ev.retry,
                         &ev.data,

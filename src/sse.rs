@@ -2,7 +2,8 @@
 //! `runnel sub` client.
 //!
 //! Every event is encoded once, when it is published, into the exact bytes each stream
-//! writes (`id:`, `event:`, `retry:`, one `data:` line per line of data, a blank line). The
+//! writes (`id:`, one `topic:` per topic, `event:`, `retry:`, one `data:` line per line of
+//! data, a blank line). The
 //! same bytes go into the replay log, so a replay writes what the live stream wrote.
 
 use std::convert::Infallible;
@@ -35,11 +36,24 @@ pub fn control_frame(name: &str, data: &serde_json::Value) -> Bytes {
 /// Encodes one event. `event` must hold no line break (checked when publishing); `data` may,
 /// and each of its lines (split on CRLF, LF or CR, as the SSE spec reads them) becomes a
 /// `data:` line.
-pub fn encode_event(id: &str, event: Option<&str>, retry: Option<u64>, data: &str) -> Bytes {
+pub fn encode_event(
+    id: &str,
+    topics: &[String],
+    event: Option<&str>,
+    retry: Option<u64>,
+    data: &str,
+) -> Bytes {
     let mut b = BytesMut::with_capacity(data.len() + id.len() + 32);
     b.put_slice(b"id: ");
     b.put_slice(id.as_bytes());
     b.put_u8(b'\n');
+    // `EventSource` ignores fields it does not know, so the topics ride along for free:
+    // raw readers (`curl`, `runnel sub`) see them, and `envelope` streams show them to scripts.
+    for t in topics {
+        b.put_slice(b"topic: ");
+        b.put_slice(t.as_bytes());
+        b.put_u8(b'\n');
+    }
     if let Some(e) = event {
         b.put_slice(b"event: ");
         b.put_slice(e.as_bytes());
@@ -55,6 +69,51 @@ pub fn encode_event(id: &str, event: Option<&str>, retry: Option<u64>, data: &st
     }
     b.put_u8(b'\n');
     b.freeze()
+}
+
+/// Rewrites event frames for a stream opened with `envelope=1`, for browsers: `EventSource`
+/// hides the `topic:` fields, so each event's data becomes one JSON line,
+/// `{"topics": [...], "data": "<the data as published>"}`. Comments and control events
+/// (which carry no id) pass unchanged; `frames` may hold several frames.
+pub fn envelope(frames: &[u8]) -> Bytes {
+    let text = String::from_utf8_lossy(frames);
+    let mut out = String::with_capacity(frames.len() + 64);
+    let mut rest = &text[..];
+    while !rest.is_empty() {
+        let (block, after) = match rest.find("\n\n") {
+            Some(i) => (&rest[..i], &rest[i + 2..]),
+            None => (rest, ""),
+        };
+        rest = after;
+        if !block.lines().any(|l| l.starts_with("id: ")) {
+            out.push_str(block);
+            out.push_str("\n\n");
+            continue;
+        }
+        let mut topics = Vec::new();
+        let mut data: Option<String> = None;
+        for line in block.lines() {
+            if let Some(t) = line.strip_prefix("topic: ") {
+                topics.push(t);
+            } else if let Some(d) = line.strip_prefix("data: ") {
+                match &mut data {
+                    Some(acc) => {
+                        acc.push('\n');
+                        acc.push_str(d);
+                    }
+                    None => data = Some(d.to_string()),
+                }
+            } else {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+        let wrapped = serde_json::json!({"topics": topics, "data": data.unwrap_or_default()});
+        out.push_str("data: ");
+        out.push_str(&wrapped.to_string());
+        out.push_str("\n\n");
+    }
+    Bytes::from(out)
 }
 
 /// Splits on `\r\n`, `\n` and `\r`; an empty string is one empty line.
@@ -105,6 +164,8 @@ pub struct SseBody {
     sub: Arc<Subscriber>,
     preamble: Option<Bytes>,
     replay: Option<Box<Replay>>,
+    /// Rewrite event frames with [`envelope`].
+    envelope: bool,
 }
 
 impl SseBody {
@@ -119,7 +180,14 @@ impl SseBody {
             sub,
             preamble: Some(preamble),
             replay,
+            envelope: false,
         }
+    }
+
+    /// Events go out in [`envelope`] form.
+    pub fn with_envelope(mut self, on: bool) -> Self {
+        self.envelope = on;
+        self
     }
 
     /// The next replay chunk, or `None` once the replay is done.
@@ -201,14 +269,16 @@ impl http_body::Body for SseBody {
         if let Some(p) = this.preamble.take() {
             return Poll::Ready(Some(Ok(Frame::data(p))));
         }
+        let on = this.envelope;
+        let wrap = move |b: Bytes| if on { envelope(&b) } else { b };
         if this.replay.is_some()
             && let Some(chunk) = this.next_replay()
         {
-            return Poll::Ready(Some(Ok(Frame::data(chunk))));
+            return Poll::Ready(Some(Ok(Frame::data(wrap(chunk)))));
         }
         this.sub
             .poll_next(cx, this.broker.now_ms())
-            .map(|o| o.map(|b| Ok(Frame::data(b))))
+            .map(|o| o.map(|b| Ok(Frame::data(wrap(b)))))
     }
 }
 
@@ -304,7 +374,7 @@ mod tests {
         store.scan_existing().unwrap();
         let topics = vec!["t".to_string()];
         for seq in 1..=10 {
-            let frame = encode_event(&store.format_id(seq), None, None, &seq.to_string());
+            let frame = encode_event(&store.format_id(seq), &topics, None, None, &seq.to_string());
             let ev = Append {
                 seq,
                 time_ms: crate::broker::unix_ms(),
@@ -389,12 +459,45 @@ mod tests {
 
     #[test]
     fn encodes_multiline_data() {
-        let f = encode_event("7", Some("update"), Some(500), "a\nb\r\nc\rd");
+        let f = encode_event("7", &[], Some("update"), Some(500), "a\nb\r\nc\rd");
         assert_eq!(
             &f[..],
             b"id: 7\nevent: update\nretry: 500\ndata: a\ndata: b\ndata: c\ndata: d\n\n"
         );
-        assert_eq!(&encode_event("1", None, None, "")[..], b"id: 1\ndata: \n\n");
+        assert_eq!(
+            &encode_event("1", &[], None, None, "")[..],
+            b"id: 1\ndata: \n\n"
+        );
+        let t = ["news".to_string(), "user/al".to_string()];
+        assert_eq!(
+            &encode_event("2", &t, None, None, "x")[..],
+            b"id: 2\ntopic: news\ntopic: user/al\ndata: x\n\n"
+        );
+    }
+
+    #[test]
+    fn envelope_wraps_events_and_keeps_the_rest() {
+        let t = ["news".to_string(), "b".to_string()];
+        let mut frames = BytesMut::new();
+        frames.extend_from_slice(&encode_event("1", &t, Some("up"), None, "a\nb"));
+        frames.extend_from_slice(&keepalive());
+        frames.extend_from_slice(&control_frame("reset", &serde_json::json!({"reason": "x"})));
+        frames.extend_from_slice(&encode_event("2", &[], None, None, "{\"k\":1}"));
+        let out = envelope(&frames);
+        let events = Parser::default().feed(&out);
+        assert_eq!(events.len(), 3, "{out:?}");
+        assert_eq!(events[0].id.as_deref(), Some("1"));
+        assert_eq!(events[0].event.as_deref(), Some("up"));
+        let d: serde_json::Value = serde_json::from_str(&events[0].data).unwrap();
+        assert_eq!(
+            d,
+            serde_json::json!({"topics": ["news", "b"], "data": "a\nb"})
+        );
+        assert_eq!(events[1].event.as_deref(), Some("reset"));
+        assert_eq!(events[1].data, r#"{"reason":"x"}"#);
+        let d: serde_json::Value = serde_json::from_str(&events[2].data).unwrap();
+        assert_eq!(d, serde_json::json!({"topics": [], "data": "{\"k\":1}"}));
+        assert!(out.windows(13).any(|w| w == b": keepalive\n\n"));
     }
 
     #[test]
@@ -409,7 +512,7 @@ mod tests {
 
     #[test]
     fn parser_roundtrip_in_pieces() {
-        let f = encode_event("42", Some("t"), None, "one\ntwo");
+        let f = encode_event("42", &["t".to_string()], Some("t"), None, "one\ntwo");
         let mut p = Parser::default();
         let mut got = Vec::new();
         for b in f.iter().chain(b": keepalive\n\n".iter()) {

@@ -869,7 +869,7 @@ mod tests {
                 1 => vec!["b".into()],
                 _ => vec!["a".into(), "c".into()],
             };
-            let frame = crate::sse::encode_event(&store.format_id(seq), None, None, &data);
+            let frame = crate::sse::encode_event(&store.format_id(seq), &topics, None, None, &data);
             let ev = Append {
                 seq,
                 time_ms: crate::broker::unix_ms(),

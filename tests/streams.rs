@@ -230,3 +230,38 @@ async fn a_client_leaving_unregisters_its_stream() {
         "stream still registered after the client left"
     );
 }
+
+/// Frames name their topics in `topic:` fields; `envelope=1` folds them, with the data, into
+/// one JSON object for browsers (live and replayed alike).
+#[tokio::test]
+async fn frames_carry_topics_and_envelope_shows_them() {
+    let hub = TestHub::start().await;
+    let mut plain = hub.sse("/events?topic=a&topic=b").await;
+    plain.connected().await;
+    let first = hub
+        .publish(json!({"topics": ["a", "b"], "event": "up", "data": "line1\nline2"}))
+        .await;
+    let e = plain.next().await;
+    assert_eq!(e.topics, ["a", "b"]);
+    assert_eq!(e.data, "line1\nline2");
+    assert_eq!(e.event.as_deref(), Some("up"));
+
+    let mut wrapped = hub
+        .sse("/events?topic=a&envelope=1&last_event_id=earliest")
+        .await;
+    wrapped.connected().await;
+    let replayed = wrapped.next().await;
+    assert_eq!(replayed.id.as_deref(), first["id"].as_str());
+    assert_eq!(
+        replayed.json(),
+        json!({"topics": ["a", "b"], "data": "line1\nline2"})
+    );
+    assert_eq!(replayed.event.as_deref(), Some("up"));
+    hub.publish(json!({"topic": "a", "data": {"n": 1}})).await;
+    let live = wrapped.next().await;
+    assert_eq!(live.json(), json!({"topics": ["a"], "data": "{\"n\":1}"}));
+    assert!(
+        live.topics.is_empty(),
+        "the topic fields are folded into the data"
+    );
+}

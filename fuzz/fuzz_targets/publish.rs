@@ -19,7 +19,13 @@ fn check(ev: &NewEvent) {
         assert!(!e.chars().any(char::is_control), "{e:?}");
     }
     assert!(ev.data.len() <= 4096);
-    let frame = encode_event("ffffffff-0000000000000001", ev.event.as_deref(), ev.retry, &ev.data);
+    let frame = encode_event(
+        "ffffffff-0000000000000001",
+        &ev.topics,
+        ev.event.as_deref(),
+        ev.retry,
+        &ev.data,
+    );
     let got = Parser::default().feed(&frame);
     assert_eq!(got.len(), 1, "one frame, one event: {frame:?}");
     assert_eq!(got[0].id.as_deref(), Some("ffffffff-0000000000000001"));

@@ -258,6 +258,8 @@ pub struct Ev {
     pub data: String,
     pub retry: Option<u64>,
     pub comment: Option<String>,
+    /// The `topic:` fields (which `EventSource` ignores).
+    pub topics: Vec<String>,
 }
 
 impl Ev {
@@ -400,6 +402,7 @@ impl Sse {
             match f {
                 "id" => self.cur.id = Some(v.to_string()),
                 "event" => self.cur.event = Some(v.to_string()),
+                "topic" => self.cur.topics.push(v.to_string()),
                 "retry" => self.cur.retry = Some(v.parse().expect("retry is a number")),
                 "data" => {
                     if self.has_data {
