@@ -12,7 +12,9 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use http::header::{CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, HeaderValue};
+use http::header::{
+    AUTHORIZATION, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, HeaderValue, SET_COOKIE,
+};
 use http::request::Parts;
 use http::{Method, Request, Response, StatusCode};
 use http_body::{Frame, SizeHint};
@@ -20,7 +22,7 @@ use http_body_util::{BodyExt, LengthLimitError, Limited};
 use hyper::body::Incoming;
 use serde_json::{Value, json};
 
-use crate::auth::Caller;
+use crate::auth::{Caller, Via};
 use crate::broker::StreamSpec;
 use crate::error::Error;
 use crate::hub::Hub;
@@ -246,6 +248,14 @@ async fn dispatch(hub: &Hub, req: Req, peer: SocketAddr) -> Result<Resp, Error> 
         "/auth/sse-token" => {
             allow(m, &[Method::POST], "POST")?;
             sse_token(hub, &parts, peer)
+        }
+        "/auth/cookie" => {
+            allow(m, &[Method::POST, Method::DELETE], "POST, DELETE")?;
+            if m == Method::POST {
+                set_cookie(hub, &parts, peer)
+            } else {
+                Ok(clear_cookie(hub))
+            }
         }
         _ => {
             if let Some(t) = path.strip_prefix("/events/") {
@@ -770,6 +780,69 @@ fn sse_token(hub: &Hub, parts: &Parts, peer: SocketAddr) -> Result<Resp, Error> 
         StatusCode::OK,
         &json!({"token": token, "expires_in": crate::auth::EXCHANGE_TTL.as_secs()}),
     ))
+}
+
+/// `POST /auth/cookie`: stores the JWT the request carries (`Authorization: Bearer` or
+/// `x-auth-token`) in an `HttpOnly` cookie for this origin, so a page's `EventSource` and
+/// `fetch` calls are authenticated without the token ever being readable by scripts. It lasts
+/// as long as the token. An API key is refused: it never expires and should not sit in a
+/// browser.
+fn set_cookie(hub: &Hub, parts: &Parts, peer: SocketAddr) -> Result<Resp, Error> {
+    let caller = authenticate(hub, parts, peer)?;
+    let jwt = match caller.via {
+        Via::Bearer if caller.key.is_none() => parts
+            .headers
+            .get(AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().split_once(' '))
+            .map(|(_, t)| t.trim()),
+        Via::AuthTokenHeader => parts
+            .headers
+            .get("x-auth-token")
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim),
+        _ => None,
+    };
+    let (Some(jwt), Some(user)) = (jwt, caller.user.as_deref()) else {
+        return Err(Error::Unauthorized(
+            "send the JWT to store as `Authorization: Bearer <JWT>` or `x-auth-token` \
+             (API keys and other carriers are not put in cookies)"
+                .into(),
+        ));
+    };
+    let now = crate::broker::unix_ms();
+    let max_age = caller
+        .expires_at
+        .map_or(0, |exp| exp.saturating_sub(now) / 1000);
+    let cookie = format!(
+        "{}={jwt}; Path=/; Max-Age={max_age}; HttpOnly; SameSite=Strict",
+        hub.config.auth.cookie_name
+    );
+    let mut r = json_response(
+        StatusCode::OK,
+        &json!({"user": user, "admin": caller.admin, "expires_in": max_age}),
+    );
+    r.headers_mut().insert(
+        SET_COOKIE,
+        HeaderValue::from_str(&cookie).map_err(|_| {
+            Error::BadRequest("the token holds characters a cookie cannot carry".into())
+        })?,
+    );
+    Ok(r)
+}
+
+/// `DELETE /auth/cookie`: forgets the cookie (logs the browser out).
+fn clear_cookie(hub: &Hub) -> Resp {
+    let mut r = Response::new(Body::Full(None));
+    *r.status_mut() = StatusCode::NO_CONTENT;
+    let cookie = format!(
+        "{}=; Path=/; Max-Age=0; HttpOnly; SameSite=Strict",
+        hub.config.auth.cookie_name
+    );
+    if let Ok(v) = HeaderValue::from_str(&cookie) {
+        r.headers_mut().insert(SET_COOKIE, v);
+    }
+    r
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -1293,3 +1293,63 @@ async fn a_stalled_stream_whose_token_expires_leaves_at_once() {
         "the expired stream is still counted"
     );
 }
+
+/// `POST /auth/cookie` puts the request's JWT into an HttpOnly cookie for this origin, which
+/// then authenticates streams; API keys are not put in cookies; `DELETE` forgets it.
+#[tokio::test]
+async fn the_hub_sets_and_clears_its_auth_cookie() {
+    let hub = secure_hub().await;
+    let t = jwt(json!({"sub": "carol", "exp": now() + 600}));
+    let r = request(
+        hub.addr,
+        "POST",
+        "/auth/cookie",
+        &[("authorization", &bearer(&t))],
+        b"",
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["user"], "carol");
+    let set = r.header("set-cookie").unwrap().to_string();
+    assert!(set.starts_with(&format!("runnel_token={t};")), "{set}");
+    for attr in ["HttpOnly", "SameSite=Strict", "Path=/"] {
+        assert!(set.contains(attr), "{attr} in {set}");
+    }
+    let age: u64 = set
+        .split("Max-Age=")
+        .nth(1)
+        .and_then(|v| v.split(';').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    assert!(
+        (590..=600 + 60).contains(&age),
+        "lasts as long as the token: {age}"
+    );
+    // The cookie alone opens a stream as carol.
+    let cookie = set.split(';').next().unwrap().to_string();
+    let mut s = stream_as(&hub, "/events", &[("cookie", &cookie)]).await;
+    assert_eq!(s.connected().await["user"], "carol");
+    // x-auth-token works too; an API key, no credential, or a cookie itself do not.
+    let r = request(
+        hub.addr,
+        "POST",
+        "/auth/cookie",
+        &[("x-auth-token", &t)],
+        b"",
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    for h in [
+        vec![("authorization", "Bearer backend-key")],
+        vec![("x-api-key", "backend-key")],
+        vec![("cookie", cookie.as_str())],
+        vec![],
+    ] {
+        request(hub.addr, "POST", "/auth/cookie", &h, b"")
+            .await
+            .assert_error(401, "unauthorized");
+    }
+    let r = request(hub.addr, "DELETE", "/auth/cookie", &[], b"").await;
+    assert_eq!(r.status, 204);
+    assert!(r.header("set-cookie").unwrap().contains("Max-Age=0"));
+}
