@@ -424,7 +424,12 @@ impl Auth {
             admin: c.role.as_deref() == Some("admin"),
             open: false,
             via,
-            expires_at: c.exp.map(|e| (e.max(0.0) * 1000.0) as u64 + self.leeway_ms),
+            // The validator accepts a token through the whole second `exp` (+ leeway): a
+            // stream ends when a reconnect with the same token would be refused, not before,
+            // or a client would be cut off and let straight back in.
+            expires_at: c
+                .exp
+                .map(|e| (e.max(0.0).floor() as u64 + 1) * 1000 + self.leeway_ms),
             read,
             publish,
             anonymous: self.anonymous.clone(),

@@ -201,7 +201,11 @@ async fn dispatch(hub: &Hub, req: Req, peer: SocketAddr) -> Result<Resp, Error> 
     match path {
         "/" => {
             allow(m, &[Method::GET, Method::HEAD], "GET")?;
-            Ok(console())
+            Ok(asset("text/html; charset=utf-8", CONSOLE_HTML))
+        }
+        "/runnel.js" => {
+            allow(m, &[Method::GET, Method::HEAD], "GET")?;
+            Ok(asset("text/javascript; charset=utf-8", RUNNEL_JS))
         }
         "/events" => {
             allow(m, &[Method::GET], "GET")?;
@@ -892,17 +896,22 @@ fn close_connection(hub: &Hub, id: &str) -> Result<Resp, Error> {
     }
 }
 
-fn console() -> Resp {
-    text_response(
-        StatusCode::OK,
-        "text/html; charset=utf-8",
-        format!(
-            "<!doctype html><meta charset=utf-8><title>runnel</title>\
-             <h1>runnel {}</h1><p>Server-Sent Events hub. Streams: <code>GET /events?topic=...</code>; \
-             publish: <code>POST /publish</code>; health: <a href=/health>/health</a>.</p>",
-            env!("CARGO_PKG_VERSION")
-        ),
-    )
+/// The console (`GET /`): one page, no build step, no outside resources.
+const CONSOLE_HTML: &str = include_str!("../web/console.html");
+/// The browser client (`GET /runnel.js`), an ES module.
+const RUNNEL_JS: &str = include_str!("../web/runnel.js");
+
+fn asset(content_type: &'static str, body: &'static str) -> Resp {
+    let mut r = Response::new(Body::Full(Some(Bytes::from_static(body.as_bytes()))));
+    let h = r.headers_mut();
+    h.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    // Small, and must change with the binary: revalidate rather than cache blindly.
+    h.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    h.insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
+    r
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -156,5 +156,20 @@ async fn console_page_is_served() {
     let r = hub.get("/").await;
     assert_eq!(r.status, 200);
     assert!(r.header("content-type").unwrap().starts_with("text/html"));
-    assert!(r.text().contains("runnel"));
+    let page = r.text();
+    assert!(page.contains("runnel console"));
+    // Everything it needs comes from the hub itself (works offline, no CDN).
+    assert!(page.contains(r#"from "./runnel.js""#));
+    assert!(
+        !page.contains("http://") && !page.contains("https://"),
+        "no outside resources"
+    );
+    let js = hub.get("/runnel.js").await;
+    assert_eq!(js.status, 200);
+    assert_eq!(
+        js.header("content-type"),
+        Some("text/javascript; charset=utf-8")
+    );
+    assert!(js.text().contains("export class Runnel"));
+    assert_eq!(js.header("x-content-type-options"), Some("nosniff"));
 }

@@ -1,0 +1,384 @@
+// End-to-end tests of runnel in a real browser: Debian's chromium, headless, driven by
+// playwright-core. Run by `.ci/run` (after `cargo build`), or by hand:
+//   cargo build && (cd tests/browser && npm ci && npm test)
+// RUNNEL_BIN picks the binary (default: target/debug/runnel); CHROMIUM the browser
+// (default: /usr/bin/chromium). SHOTS=dir writes the console screenshots there.
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { createHmac, createHash, randomBytes } from "node:crypto";
+import { mkdtempSync, writeFileSync, rmSync } from "node:fs";
+import { createServer } from "node:http";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+import { chromium } from "playwright-core";
+
+const ROOT = resolve(import.meta.dirname, "../..");
+const BIN = process.env.RUNNEL_BIN || join(ROOT, "target/debug/runnel");
+const SECRET = randomBytes(24).toString("hex");
+const ADMIN_KEY = "admin-" + randomBytes(8).toString("hex");
+const sha = (s) => createHash("sha256").update(s).digest("hex");
+const now = () => Math.floor(Date.now() / 1000);
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+/** An HS256 JWT signed with the hub's secret. */
+function jwt(claims) {
+  const b64 = (o) => Buffer.from(JSON.stringify(o)).toString("base64url");
+  const body = `${b64({ alg: "HS256", typ: "JWT" })}.${b64({ exp: now() + 3600, ...claims })}`;
+  return `${body}.${createHmac("sha256", SECRET).update(body).digest("base64url")}`;
+}
+
+// ------------------------------------------------------------------------------------------
+// The hub: a child process on a fixed free port, so it can be killed and started again.
+
+let hubPort;
+let dataDir;
+let hub = null;
+let appPort;
+let app;
+let browser;
+const HUB = () => `http://127.0.0.1:${hubPort}`;
+
+function freePort() {
+  return new Promise((res) => {
+    const s = createServer().listen(0, "127.0.0.1", () => {
+      const p = s.address().port;
+      s.close(() => res(p));
+    });
+  });
+}
+
+function writeConfig() {
+  const cfg = `
+listen = "127.0.0.1:${hubPort}"
+data_dir = "${dataDir}/data"
+log = "warn"
+[stream]
+retry = "1500ms"
+heartbeat = "2s"
+shutdown_grace = "1s"
+[auth]
+jwt_secret = "${SECRET}"
+leeway = "0s"
+anonymous_subscribe = ["public"]
+[[auth.api_keys]]
+name = "ops"
+key_sha256 = "${sha(ADMIN_KEY)}"
+admin = true
+[cors]
+allow_origins = ["http://127.0.0.1:${appPort}"]
+`;
+  writeFileSync(join(dataDir, "runnel.toml"), cfg);
+}
+
+async function startHub() {
+  const p = spawn(BIN, ["serve", "-c", join(dataDir, "runnel.toml")], {
+    stdio: ["ignore", "inherit", "inherit"],
+  });
+  hub = p;
+  for (let i = 0; i < 200; i++) {
+    try {
+      const r = await fetch(`${HUB()}/health`);
+      if (r.ok) return;
+    } catch {
+      /* not up yet */
+    }
+    await sleep(50);
+  }
+  throw new Error("runnel did not start");
+}
+
+async function killHub(signal = "SIGKILL") {
+  const p = hub;
+  hub = null;
+  if (!p || p.exitCode !== null) return;
+  const exited = new Promise((r) => p.once("exit", r));
+  p.kill(signal);
+  await exited;
+}
+
+/** POST /publish as the admin key; returns the answer. */
+async function publish(msg) {
+  const r = await fetch(`${HUB()}/publish`, {
+    method: "POST",
+    headers: { "content-type": "application/json", "x-api-key": ADMIN_KEY },
+    body: JSON.stringify(msg),
+  });
+  assert.equal(r.status, 200, await r.clone().text());
+  return r.json();
+}
+
+// ------------------------------------------------------------------------------------------
+// An app on another port: its pages open streams on the hub from a different origin.
+
+const PAGE = `<!doctype html><meta charset=utf-8><title>app</title><body>
+<script>
+  window.got = []; window.errors = 0; window.opened = null;
+  window.open_stream = (url, withCredentials) => {
+    const es = new EventSource(url, { withCredentials });
+    es.addEventListener("connected", (m) => { window.opened = JSON.parse(m.data); });
+    es.onmessage = (m) => window.got.push({ id: m.lastEventId, data: m.data });
+    es.onerror = () => { window.errors++; if (es.readyState === 2) window.closed = true; };
+    window.es = es;
+  };
+</script>`;
+
+function startApp() {
+  app = createServer((req, res) => {
+    if (req.url.startsWith("/login")) {
+      // The app's backend signs the user in: a JWT for the hub, in an HttpOnly cookie. Cookies
+      // ignore ports, so the hub on 127.0.0.1 receives it too (same site).
+      const user = new URL(req.url, "http://x").searchParams.get("user");
+      res.writeHead(200, {
+        "set-cookie": `runnel_token=${jwt({ sub: user })}; Path=/; HttpOnly; SameSite=Lax`,
+        "content-type": "text/plain",
+      });
+      res.end("signed in");
+      return;
+    }
+    res.writeHead(200, { "content-type": "text/html" });
+    res.end(PAGE);
+  });
+  return new Promise((r) => app.listen(appPort, "127.0.0.1", r));
+}
+
+// ------------------------------------------------------------------------------------------
+
+before(async () => {
+  hubPort = await freePort();
+  appPort = await freePort();
+  dataDir = mkdtempSync(join(tmpdir(), "runnel-browser-"));
+  writeConfig();
+  await startHub();
+  await startApp();
+  browser = await chromium.launch({
+    executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
+    headless: true,
+    args: [
+      "--no-sandbox",
+      "--disable-gpu",
+      "--disable-quic",
+      "--no-first-run",
+      "--disable-background-networking",
+      "--disable-component-update",
+      "--disable-sync",
+    ],
+  });
+});
+
+after(async () => {
+  await browser?.close();
+  await killHub("SIGTERM");
+  app?.close();
+  rmSync(dataDir, { recursive: true, force: true });
+});
+
+async function newPage(viewport) {
+  const ctx = await browser.newContext(viewport ? { viewport } : {});
+  const page = await ctx.newPage();
+  page.on("pageerror", (e) => console.error("page error:", e.message));
+  return page;
+}
+
+test("the console connects, shows a published event, and an admin sees the hub", async () => {
+  const page = await newPage({ width: 1280, height: 800 });
+  await page.goto(`${HUB()}/`);
+  await page.fill("#cred", jwt({ sub: "ops", role: "admin" }));
+  await page.fill("#topics", "news");
+  await page.click("#connect");
+  await page.waitForSelector("#state.open");
+  await page.fill("#dest", "news");
+  await page.fill("#evtype", "");
+  await page.fill("#data", '{"hello": "browser"}');
+  await page.click("#publish");
+  await page.waitForFunction(() => document.querySelector("#result").textContent.includes("published"));
+  const row = page.locator("#log tr.event").first();
+  await row.waitFor();
+  const cells = await row.locator("td").allTextContents();
+  assert.equal(cells[3], "news", `topic column: ${cells}`);
+  assert.equal(cells[4], '{"hello":"browser"}');
+  const published = await page.textContent("#result");
+  assert.ok(published.includes(cells[1]), `${published} names the id ${cells[1]}`);
+  // Admin: charts and the connection list come from /stats and /connections.
+  await page.waitForSelector("#admin:not([hidden])");
+  await page.waitForFunction(() => document.querySelectorAll("#conns tbody tr").length >= 1);
+  await page.waitForFunction(() => document.querySelector("#nconn").textContent === "1");
+  for (let i = 0; i < 3; i++) {
+    await publish({ topic: "news", event: "update", data: { n: i } });
+  }
+  await page.waitForFunction(() => document.querySelectorAll("#log tr.event").length >= 4);
+  if (process.env.SHOTS) {
+    await sleep(2200); // a few chart points
+    await page.screenshot({ path: join(process.env.SHOTS, "console.png") });
+    const phone = await newPage({ width: 390, height: 844 });
+    await phone.goto(`${HUB()}/?topics=public&connect=1`);
+    await phone.waitForSelector("#state.open");
+    await publish({ topic: "public", data: "from a phone-sized screen" });
+    await phone.locator("#log tr.event").first().waitFor();
+    await phone.screenshot({ path: join(process.env.SHOTS, "console-phone.png"), fullPage: false });
+    await phone.context().close();
+  }
+  // The close button ends the stream: the console says so.
+  await page.click("#conns tbody tr button");
+  await page.waitForFunction(() =>
+    [...document.querySelectorAll("#log tr.note")].some((r) => r.textContent.includes("closed_by_admin")));
+  await page.context().close();
+});
+
+test("EventSource with an HttpOnly cookie set by the hub's origin", async () => {
+  const page = await newPage();
+  await page.goto(`${HUB()}/`);
+  const token = jwt({ sub: "carol" });
+  const answer = await page.evaluate(async (t) => {
+    const r = await fetch("/auth/cookie", { method: "POST", headers: { authorization: `Bearer ${t}` } });
+    return { status: r.status, body: await r.json(), visible: document.cookie };
+  }, token);
+  assert.equal(answer.status, 200);
+  assert.equal(answer.body.user, "carol");
+  assert.ok(!answer.visible.includes("runnel_token"), "HttpOnly: scripts cannot read it");
+  const info = await page.evaluate(() => new Promise((res, rej) => {
+    const es = new EventSource("/events?topic=news");
+    window.es = es;
+    window.got = [];
+    es.addEventListener("connected", (m) => res(JSON.parse(m.data)));
+    es.onmessage = (m) => window.got.push(m.data);
+    es.onerror = () => rej(new Error("stream failed"));
+  }));
+  assert.equal(info.user, "carol");
+  await publish({ user: "carol", data: "just for carol" });
+  await page.waitForFunction(() => window.got.includes("just for carol"));
+  await page.context().close();
+});
+
+test("cross-origin with withCredentials: the allowed origin reads, a foreign one is refused", async () => {
+  const page = await newPage();
+  await page.goto(`http://127.0.0.1:${appPort}/`);
+  await page.evaluate(() => fetch("/login?user=dave"));
+  await page.evaluate((u) => window.open_stream(u, true), `${HUB()}/events?topic=news`);
+  await page.waitForFunction(() => window.opened !== null);
+  assert.equal(await page.evaluate(() => window.opened.user), "dave", "the cookie went along");
+  const sent = await publish({ topic: "news", data: "cross-origin" });
+  await page.waitForFunction(() => window.got.some((e) => e.data === "cross-origin"));
+  assert.equal(await page.evaluate(() => window.got.at(-1).id), sent.id);
+
+  // localhost is another origin (and another site), not in cors.allow_origins. Even for an
+  // anonymous topic, which needs no credentials at all, the browser gets no CORS answer.
+  const foreign = await newPage();
+  await foreign.goto(`http://localhost:${appPort}/`);
+  await foreign.evaluate((u) => window.open_stream(u, true), `${HUB()}/events?topic=public`);
+  await foreign.waitForFunction(() => window.errors > 0);
+  assert.equal(await foreign.evaluate(() => window.opened), null);
+  // The same anonymous stream from the allowed origin works.
+  await page.evaluate((u) => { window.es.close(); window.opened = null; window.open_stream(u, true); },
+    `${HUB()}/events?topic=public`);
+  await page.waitForFunction(() => window.opened !== null);
+  await page.context().close();
+  await foreign.context().close();
+});
+
+test("after the hub is killed and restarted, pages resume in order without duplicates", async () => {
+  // A plain EventSource (the browser's own reconnect, with Last-Event-ID) and the console
+  // (runnel.js) watch the same topic.
+  const plain = await newPage();
+  await plain.goto(`http://127.0.0.1:${appPort}/`);
+  await plain.evaluate((u) => window.open_stream(u, false), `${HUB()}/events?topic=public`);
+  await plain.waitForFunction(() => window.opened !== null);
+  const console_ = await newPage();
+  await console_.goto(`${HUB()}/?topics=public&connect=1`);
+  await console_.waitForSelector("#state.open");
+
+  const ids = [];
+  for (let i = 1; i <= 3; i++) ids.push((await publish({ topic: "public", data: `before ${i}` })).id);
+  await plain.waitForFunction(() => window.got.length === 3);
+  await console_.waitForFunction(() => document.querySelectorAll("#log tr.event").length === 3);
+  await killHub("SIGKILL");
+  await console_.waitForSelector("#state.reconnecting");
+  await startHub();
+  // Published before either page is back (the hub asks for 1.5 s between attempts).
+  for (let i = 1; i <= 4; i++) ids.push((await publish({ topic: "public", data: `after ${i}` })).id);
+  await plain.waitForFunction(() => window.got.length >= 7, null, { timeout: 20000 });
+  await sleep(500); // a duplicate would arrive now
+  const got = await plain.evaluate(() => window.got);
+  assert.deepEqual(got.map((e) => e.id), ids, "every event once, in order");
+  assert.deepEqual(got.map((e) => e.data).slice(3), ["after 1", "after 2", "after 3", "after 4"]);
+
+  await console_.waitForSelector("#state.open", { timeout: 20000 });
+  await console_.waitForFunction(() => document.querySelectorAll("#log tr.event").length >= 7);
+  await sleep(500);
+  const rows = await console_.$$eval("#log tr.event", (trs) =>
+    trs.map((tr) => tr.children[1].textContent).reverse());
+  assert.deepEqual(rows, ids, "the console shows each event once, in order");
+  const notes = await console_.$$eval("#log tr.note", (trs) => trs.map((t) => t.textContent).join("\n"));
+  assert.ok(notes.includes(`resuming after ${ids[2]}`), `${notes}\nids: ${ids}`);
+  await plain.context().close();
+  await console_.context().close();
+});
+
+test("runnel.js: exchange-token flow, typed handlers, session topics", async () => {
+  const page = await newPage();
+  const urls = [];
+  page.on("request", (r) => urls.push(r.url()));
+  await page.goto(`${HUB()}/`);
+  const token = jwt({ sub: "erin" });
+  await page.evaluate(async (t) => {
+    const { Runnel } = await import("/runnel.js");
+    window.got = [];
+    const hub = new Runnel({ topics: ["news"], token: t });
+    window.hub = hub;
+    hub.on("update", (ev) => window.got.push(ev));
+    await new Promise((r) => hub.on("open", r));
+  }, token);
+  const stream = urls.find((u) => u.includes("/events?"));
+  assert.ok(stream.includes("token="), stream);
+  assert.ok(!stream.includes(token), "the long-lived JWT never goes into a URL");
+  assert.ok(urls.some((u) => u.endsWith("/auth/sse-token")));
+  const sent = await publish({ topic: "news", event: "update", data: { price: 42 } });
+  await page.waitForFunction(() => window.got.length === 1);
+  const ev = await page.evaluate(() => window.got[0]);
+  assert.deepEqual(ev.data, { price: 42 }, "JSON data arrives parsed");
+  assert.equal(ev.id, sent.id);
+  assert.equal(ev.type, "update");
+  // A session topic reaches the open stream without a new connection.
+  const topics = await page.evaluate(async () => (await window.hub.subscribe(["alerts"])).topics);
+  assert.ok(topics.includes("alerts"), topics);
+  await publish({ topic: "alerts", event: "update", data: "fire drill" });
+  await page.waitForFunction(() => window.got.length === 2);
+  assert.equal(await page.evaluate(() => window.got[1].data), "fire drill");
+  assert.equal(urls.filter((u) => u.includes("/events?")).length, 1, "still one stream");
+  await page.context().close();
+});
+
+test("runnel.js reports an expired token as an auth failure, not a network drop", async () => {
+  const page = await newPage();
+  await page.goto(`${HUB()}/`);
+  const token = jwt({ sub: "frank", exp: now() + 3 });
+  const result = await page.evaluate(async (t) => {
+    const { Runnel } = await import("/runnel.js");
+    const seen = [];
+    const hub = new Runnel({ topics: ["news"], token: t, minRetry: 200 });
+    hub.on("closed", (c) => seen.push(`closed:${c.reason}`));
+    hub.on("disconnected", (e) => seen.push(`disconnected:${e.status}`));
+    const failure = await new Promise((res) => hub.on("authfailure", res));
+    return { status: failure.status, isAuth: failure.isAuth, state: hub.state, seen };
+  }, token);
+  assert.equal(result.status, 401);
+  assert.ok(result.isAuth);
+  assert.equal(result.state, "auth-failed");
+  assert.ok(result.seen.includes("closed:token_expired"), result.seen.join());
+  assert.ok(!result.seen.some((s) => s.startsWith("disconnected")), result.seen.join());
+  // And a real drop is told apart: the hub down is "disconnected", with status 0.
+  const drop = await page.evaluate(async (t) => {
+    const { Runnel } = await import("/runnel.js");
+    const hub = new Runnel({ topics: ["news"], token: t, minRetry: 200 });
+    await new Promise((r) => hub.on("open", r));
+    window.dropHub = hub;
+    return true;
+  }, jwt({ sub: "gina" }));
+  assert.ok(drop);
+  const waiting = page.evaluate(() => new Promise((res) => window.dropHub.on("disconnected", (e) => res(e.status))));
+  await killHub("SIGKILL");
+  assert.equal(await waiting, 0);
+  await startHub();
+  await page.waitForFunction(() => window.dropHub.state === "open", null, { timeout: 20000 });
+  await page.context().close();
+});
