@@ -160,7 +160,7 @@ fn preflight(req: &Req, allowed: bool) -> Resp {
     let h = r.headers_mut();
     h.insert(
         "access-control-allow-methods",
-        HeaderValue::from_static("GET, POST, DELETE, OPTIONS"),
+        HeaderValue::from_static("GET, HEAD, POST, DELETE, OPTIONS"),
     );
     let asked = req
         .headers()
@@ -208,7 +208,10 @@ async fn dispatch(hub: &Hub, req: Req, peer: SocketAddr) -> Result<Resp, Error> 
             Ok(asset("text/javascript; charset=utf-8", RUNNEL_JS))
         }
         "/events" => {
-            allow(m, &[Method::GET], "GET")?;
+            allow(m, &[Method::GET, Method::HEAD], "GET, HEAD")?;
+            if m == Method::HEAD {
+                return events_probe(hub, &parts, None);
+            }
             events(hub, &parts, peer, None)
         }
         "/publish" => {
@@ -263,8 +266,11 @@ async fn dispatch(hub: &Hub, req: Req, peer: SocketAddr) -> Result<Resp, Error> 
         }
         _ => {
             if let Some(t) = path.strip_prefix("/events/") {
-                allow(m, &[Method::GET], "GET")?;
+                allow(m, &[Method::GET, Method::HEAD], "GET, HEAD")?;
                 let t = decode_path(t)?;
+                if m == Method::HEAD {
+                    return events_probe(hub, &parts, Some(t));
+                }
                 events(hub, &parts, peer, Some(t))
             } else if let Some(t) = path.strip_prefix("/publish/") {
                 allow(m, &[Method::POST], "POST")?;
@@ -323,6 +329,60 @@ fn admin(hub: &Hub, parts: &Parts, peer: SocketAddr) -> Result<Caller, Error> {
 // ---------------------------------------------------------------------------------------------
 // Streams
 
+/// What a stream request asks for, once checked: who may not open it is refused here.
+struct StreamQuery {
+    named: Vec<String>,
+    last_event_id: Option<String>,
+    envelope: bool,
+}
+
+fn stream_query(
+    hub: &Hub,
+    caller: &Caller,
+    parts: &Parts,
+    path_topic: Option<String>,
+) -> Result<StreamQuery, Error> {
+    if !caller.may_stream() {
+        return Err(Error::Unauthorized("credentials are required".into()));
+    }
+    let mut q = StreamQuery {
+        named: path_topic.into_iter().collect(),
+        last_event_id: None,
+        envelope: false,
+    };
+    for (k, v) in query(parts) {
+        match k.as_str() {
+            "topic" => q.named.push(v),
+            "last_event_id" => q.last_event_id = Some(v),
+            "envelope" => q.envelope = matches!(v.as_str(), "" | "1" | "true"),
+            _ => {}
+        }
+    }
+    dedup(&mut q.named);
+    let max = hub.config.limits.max_topics_per_stream;
+    if q.named.len() > max {
+        return Err(Error::BadRequest(format!(
+            "a stream names at most {max} topics (limits.max_topics_per_stream), got {}",
+            q.named.len()
+        )));
+    }
+    check_readable(caller, &q.named)?;
+    Ok(q)
+}
+
+/// `HEAD /events…`: would this stream open? The same checks as `GET` (credentials, topics,
+/// permissions), answered without opening one, so a browser client can learn why its
+/// `EventSource` failed (which `EventSource` cannot see). A single-use exchange token is not
+/// accepted here: a probe must not spend it.
+fn events_probe(hub: &Hub, parts: &Parts, path_topic: Option<String>) -> Result<Resp, Error> {
+    let caller = hub.auth.authenticate(parts, false)?;
+    stream_query(hub, &caller, parts, path_topic)?;
+    let mut r = Response::new(Body::Full(None));
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    Ok(r)
+}
+
 /// `GET /events` and `GET /events/{topic}`.
 fn events(
     hub: &Hub,
@@ -331,29 +391,11 @@ fn events(
     path_topic: Option<String>,
 ) -> Result<Resp, Error> {
     let caller = hub.auth.authenticate(parts, true)?;
-    if !caller.may_stream() {
-        return Err(Error::Unauthorized("credentials are required".into()));
-    }
-    let mut named: Vec<String> = path_topic.into_iter().collect();
-    let mut query_last = None;
-    let mut envelope = false;
-    for (k, v) in query(parts) {
-        match k.as_str() {
-            "topic" => named.push(v),
-            "last_event_id" => query_last = Some(v),
-            "envelope" => envelope = matches!(v.as_str(), "" | "1" | "true"),
-            _ => {}
-        }
-    }
-    dedup(&mut named);
-    let max = hub.config.limits.max_topics_per_stream;
-    if named.len() > max {
-        return Err(Error::BadRequest(format!(
-            "a stream names at most {max} topics (limits.max_topics_per_stream), got {}",
-            named.len()
-        )));
-    }
-    check_readable(&caller, &named)?;
+    let StreamQuery {
+        named,
+        last_event_id: query_last,
+        envelope,
+    } = stream_query(hub, &caller, parts, path_topic)?;
     // The header wins over the query parameter (an EventSource reconnect sends the header).
     let last_id = parts
         .headers

@@ -153,10 +153,16 @@ async fn http10_and_head_requests_still_work() {
     let hub = TestHub::start().await;
     let raw = raw_request(hub.addr, b"GET /health HTTP/1.0\r\n\r\n").await;
     assert_eq!(parse_response(&raw).unwrap().status, 200);
+    // HEAD probes a stream without opening one: headers, no body, nothing registered.
     let raw = raw_request(
         hub.addr,
-        b"HEAD /events HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+        b"HEAD /events?topic=a HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
     )
     .await;
-    assert_eq!(parse_response(&raw).unwrap().status, 405);
+    let r = parse_response(&raw).unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("content-type"), Some("text/event-stream"));
+    assert!(r.body.is_empty());
+    let stats = hub.get("/stats").await.json();
+    assert_eq!(stats["connections"]["total"], 0, "{stats}");
 }

@@ -10,8 +10,8 @@
 // It wraps EventSource and adds what EventSource lacks:
 // - a long-lived token never goes into a URL: it is exchanged for a single-use one
 //   (POST /auth/sse-token) before every (re)connect;
-// - reconnects are its own: after an error it probes the stream URL with fetch, which sees
-//   the status EventSource hides. 401/403 is an auth failure (it stops and says so); a
+// - reconnects are its own: after an error it probes the stream URL with a fetch of
+//   HEAD /events, which sees the status EventSource hides. 401/403 is an auth failure (it stops and says so); a
 //   network error or a 5xx is a drop (it retries with backoff). It resumes after the last
 //   event it saw, so nothing is missed and nothing repeats;
 // - session helpers (POST /subscribe, /unsubscribe) and a publish helper.
@@ -156,7 +156,7 @@ export class Runnel {
   async connect() {
     clearTimeout(this._timer);
     const gen = ++this._gen;
-    this._setState(this.state === "idle" || this.state === "closed" ? "connecting" : this.state);
+    if (this.state !== "reconnecting") this._setState("connecting");
     let token = null;
     try {
       if (await this._credential()) {
@@ -218,14 +218,14 @@ export class Runnel {
     this._setState("reconnecting");
     let status = 0;
     try {
+      // HEAD /events runs the checks GET would (credentials, topics, permissions) without
+      // opening a stream, and answers with the status EventSource could not show.
       const cred = await this._credential();
-      const ctl = new AbortController();
       const r = await fetch(this._streamUrl({}), this._fetchInit({
+        method: "HEAD",
         headers: cred ? { authorization: `Bearer ${cred}` } : {},
-        signal: ctl.signal,
       }));
       status = r.status;
-      ctl.abort();
     } catch {
       status = 0;
     }

@@ -1,7 +1,7 @@
 // End-to-end tests of runnel in a real browser: Debian's chromium, headless, driven by
 // playwright-core. Run by `.ci/run` (after `cargo build`), or by hand:
 //   cargo build && (cd tests/browser && npm ci && npm test)
-// RUNNEL_BIN picks the binary (default: target/debug/runnel); CHROMIUM the browser
+// HUB_BIN picks the binary (default: target/debug/runnel); CHROMIUM the browser
 // (default: /usr/bin/chromium). SHOTS=dir writes the console screenshots there.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
@@ -14,7 +14,7 @@ import { join, resolve } from "node:path";
 import { chromium } from "playwright-core";
 
 const ROOT = resolve(import.meta.dirname, "../..");
-const BIN = process.env.RUNNEL_BIN || join(ROOT, "target/debug/runnel");
+const BIN = process.env.HUB_BIN || join(ROOT, "target/debug/runnel");
 const SECRET = randomBytes(24).toString("hex");
 const ADMIN_KEY = "admin-" + randomBytes(8).toString("hex");
 const sha = (s) => createHash("sha256").update(s).digest("hex");
