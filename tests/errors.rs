@@ -187,8 +187,9 @@ async fn wrong_method_is_405_with_allow() {
     for (m, path, allow) in [
         ("DELETE", "/publish", "POST"),
         ("GET", "/publish", "POST"),
-        ("POST", "/events", "GET"),
-        ("PUT", "/events/a", "GET"),
+        ("POST", "/events", "GET, HEAD"),
+        ("PUT", "/events/a", "GET, HEAD"),
+        ("GET", "/auth/cookie", "POST, DELETE"),
         ("POST", "/health", "GET"),
         ("GET", "/notify", "POST"),
         ("GET", "/connections/x", "DELETE"),
