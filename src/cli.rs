@@ -38,6 +38,8 @@ enum Command {
     },
     /// Mint a JWT with the configured auth.jwt_secret.
     Token(TokenArgs),
+    /// Write a TLS key and certificate for LAN use (see docs/tls.md).
+    Cert(CertArgs),
     /// Publish an event; DATA or standard input is the data.
     Pub(PubArgs),
     /// Print events as they arrive; reconnects and resumes by itself.
@@ -55,6 +57,25 @@ struct ServeArgs {
     /// Data directory, overriding `data_dir`.
     #[arg(long = "data", value_name = "DIR")]
     data: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+struct CertArgs {
+    /// A self-signed certificate (the only kind this command makes).
+    #[arg(long, required = true)]
+    self_signed: bool,
+    /// Host names and IP addresses the certificate is for, comma-separated.
+    #[arg(long, value_delimiter = ',', required = true)]
+    hosts: Vec<String>,
+    /// Where to write the certificate (PEM).
+    #[arg(long, default_value = "runnel.crt")]
+    cert: PathBuf,
+    /// Where to write the private key (PEM, PKCS#8; created readable by its owner only).
+    #[arg(long, default_value = "runnel.key")]
+    key: PathBuf,
+    /// Replace existing files.
+    #[arg(long)]
+    force: bool,
 }
 
 #[derive(Args, Debug)]
@@ -132,6 +153,7 @@ pub fn main() -> ExitCode {
         Command::Serve(args) => serve(args),
         Command::Check { config } => return check(config),
         Command::Token(args) => token(args),
+        Command::Cert(args) => cert(args),
         Command::Pub(args) => client_runtime(publish(args)),
         Command::Sub(args) => client_runtime(subscribe(args)),
     };
@@ -319,6 +341,38 @@ fn token(args: TokenArgs) -> anyhow::Result<()> {
     )
     .map_err(|e| anyhow::anyhow!(e))?;
     println!("{t}");
+    Ok(())
+}
+
+fn cert(args: CertArgs) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let _ = args.self_signed;
+    for p in [&args.cert, &args.key] {
+        if p.exists() && !args.force {
+            anyhow::bail!("{} exists; pass --force to replace it", p.display());
+        }
+    }
+    let made = crate::tls::self_signed(&args.hosts).map_err(|e| anyhow::anyhow!(e))?;
+    let mut key = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&args.key)
+        .with_context(|| format!("cannot write {}", args.key.display()))?;
+    key.write_all(made.key_pem.as_bytes())?;
+    std::fs::write(&args.cert, &made.cert_pem)
+        .with_context(|| format!("cannot write {}", args.cert.display()))?;
+    println!("wrote {} and {}", args.cert.display(), args.key.display());
+    println!("for: {}", args.hosts.join(", "));
+    println!("SHA-256 fingerprint: {}", made.fingerprint);
+    println!(
+        "use it with:\n[tls]\ncert = {:?}\nkey = {:?}\ntrust it on phones and desktops: docs/tls.md",
+        args.cert.display().to_string(),
+        args.key.display().to_string()
+    );
     Ok(())
 }
 

@@ -393,7 +393,11 @@ pub fn parse_with_env_in(
                 single.insert(key.clone(), value.clone());
             }
         }
-        if let Err(e) = Config::deserialize(single) {
+        // (A field that needs a partner, like tls.cert and tls.key, is checked with the
+        // whole table below.)
+        if let Err(e) = Config::deserialize(single)
+            && !e.to_string().contains("missing field")
+        {
             return err(format!("environment variable {name}: {e}"));
         }
         match section {
@@ -608,12 +612,6 @@ impl Config {
         }
         for o in &self.cors.allow_origins {
             validate_origin(o)?;
-        }
-        if self.tls.is_some() {
-            return err(
-                "[tls] is not supported by this build yet: serve plain HTTP on the LAN or put \
-                 a TLS-terminating reverse proxy (nginx, Caddy) in front of runnel",
-            );
         }
         Ok(())
     }
@@ -954,6 +952,21 @@ mod tests {
     }
 
     #[test]
+    fn tls_from_the_environment_needs_both_files() {
+        let (c, _) = parse_with_env(
+            "",
+            "t",
+            &env(&[("RUNNEL_TLS_CERT", "/c.pem"), ("RUNNEL_TLS_KEY", "/k.pem")]),
+        )
+        .unwrap();
+        assert_eq!(c.tls.unwrap().key, PathBuf::from("/k.pem"));
+        let e = parse_with_env("", "t", &env(&[("RUNNEL_TLS_CERT", "/c.pem")])).unwrap_err();
+        assert!(e.to_string().contains("missing field `key`"), "{e}");
+        let e = parse_with_env("", "t", &env(&[("RUNNEL_TLS_CRT", "/c.pem")])).unwrap_err();
+        assert!(e.to_string().contains("RUNNEL_TLS_CRT"), "{e}");
+    }
+
+    #[test]
     fn secrets_are_masked() {
         let c = Config::from_toml("[auth]\njwt_secret = \"hunter2hunter2\"\n").unwrap();
         assert!(!c.to_toml().contains("hunter2"));
@@ -1002,9 +1015,15 @@ mod tests {
     }
 
     #[test]
-    fn tls_is_refused_until_supported() {
-        let e = Config::from_toml("[tls]\ncert = \"a\"\nkey = \"b\"\n").unwrap_err();
-        assert!(e.to_string().contains("[tls]"), "{e}");
+    fn tls_section_is_read() {
+        let c = Config::from_toml("[tls]\ncert = \"a.pem\"\nkey = \"b.pem\"\n").unwrap();
+        let t = c.tls.unwrap();
+        assert_eq!(t.cert, PathBuf::from("a.pem"));
+        assert_eq!(t.key, PathBuf::from("b.pem"));
+        assert!(
+            Config::from_toml("[tls]\ncert = \"a.pem\"\n").is_err(),
+            "key is required"
+        );
     }
 
     #[test]

@@ -18,6 +18,7 @@ use std::future::poll_fn;
 use std::io::{self, IoSlice};
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::{Buf, Bytes};
@@ -27,7 +28,8 @@ use http_body::Body as _;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::Watcher;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
@@ -327,6 +329,54 @@ async fn write_chunk(io: &mut WriteTimeout<TcpStream>, data: &[u8]) -> io::Resul
     };
     let mut chunk = (&size[..n]).chain(data).chain(&b"\r\n"[..]);
     io.write_all_buf(&mut chunk).await
+}
+
+/// Serves one HTTPS connection: the handshake (bounded by `limits.request_timeout`, and
+/// given up at shutdown), then HTTP/2 or HTTP/1.1 as ALPN chose, through hyper. Event
+/// streams over TLS are hyper's like every other response.
+pub async fn serve_tls(
+    hub: Hub,
+    stream: TcpStream,
+    peer: SocketAddr,
+    watcher: Watcher,
+    shutdown: Shutdown,
+    tls: Arc<rustls::ServerConfig>,
+) {
+    let limits = &hub.config.limits;
+    let io = WriteTimeout::new(stream, limits.write_timeout.0);
+    let accept = tokio_rustls::TlsAcceptor::from(tls).accept(io);
+    let tls_stream = tokio::select! {
+        r = tokio::time::timeout(limits.request_timeout.0, accept) => match r {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!(%peer, "TLS handshake timed out");
+                return;
+            }
+        },
+        _ = shutdown.wait() => return,
+    };
+    let h = hub.clone();
+    let service = service_fn(move |req: Request<Incoming>| {
+        api::handle(h.clone(), req.map(ReqBody::Hyper), peer)
+    });
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.request_timeout.0)
+        .max_buf_size(usize::try_from(limits.max_header_bytes.0).unwrap_or(16 << 10));
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(limits.max_header_bytes.0).unwrap_or(16 << 10));
+    let conn = builder.serve_connection(TokioIo::new(tls_stream), service);
+    if let Err(e) = watcher.watch(conn).await {
+        tracing::debug!(%peer, error = %e, "TLS connection ended with an error");
+    }
 }
 
 /// Hands the connection to hyper; `pre` is what was already read from it.

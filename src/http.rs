@@ -829,7 +829,7 @@ fn sse_token(hub: &Hub, parts: &Parts, peer: SocketAddr) -> Result<Resp, Error> 
 }
 
 /// `POST /auth/cookie`: stores the JWT the request carries (`Authorization: Bearer` or
-/// `x-auth-token`) in an `HttpOnly` cookie for this origin, so a page's `EventSource` and
+/// `x-auth-token`) in an `HttpOnly` cookie for this origin (`Secure` with `[tls]`), so a page's `EventSource` and
 /// `fetch` calls are authenticated without the token ever being readable by scripts. It lasts
 /// as long as the token. An API key is refused: it never expires and should not sit in a
 /// browser.
@@ -861,8 +861,9 @@ fn set_cookie(hub: &Hub, parts: &Parts, peer: SocketAddr) -> Result<Resp, Error>
         .expires_at
         .map_or(0, |exp| exp.saturating_sub(now) / 1000);
     let cookie = format!(
-        "{}={jwt}; Path=/; Max-Age={max_age}; HttpOnly; SameSite=Strict",
-        hub.config.auth.cookie_name
+        "{}={jwt}; Path=/; Max-Age={max_age}; HttpOnly; SameSite=Strict{}",
+        hub.config.auth.cookie_name,
+        secure_attr(hub)
     );
     let mut r = json_response(
         StatusCode::OK,
@@ -877,13 +878,19 @@ fn set_cookie(hub: &Hub, parts: &Parts, peer: SocketAddr) -> Result<Resp, Error>
     Ok(r)
 }
 
+/// Over HTTPS the cookie is marked `Secure`, so it never travels in clear text.
+fn secure_attr(hub: &Hub) -> &'static str {
+    if hub.tls.is_some() { "; Secure" } else { "" }
+}
+
 /// `DELETE /auth/cookie`: forgets the cookie (logs the browser out).
 fn clear_cookie(hub: &Hub) -> Resp {
     let mut r = Response::new(Body::Full(None));
     *r.status_mut() = StatusCode::NO_CONTENT;
     let cookie = format!(
-        "{}=; Path=/; Max-Age=0; HttpOnly; SameSite=Strict",
-        hub.config.auth.cookie_name
+        "{}=; Path=/; Max-Age=0; HttpOnly; SameSite=Strict{}",
+        hub.config.auth.cookie_name,
+        secure_attr(hub)
     );
     if let Ok(v) = HeaderValue::from_str(&cookie) {
         r.headers_mut().insert(SET_COOKIE, v);

@@ -25,6 +25,8 @@ pub struct HubInner {
     pub broker: Broker,
     pub publisher: Publisher,
     pub idempotency: Idempotency,
+    /// The certificate in use, with `[tls]`.
+    pub tls: Option<crate::tls::Tls>,
     pub started: Instant,
     draining: AtomicBool,
     request_prefix: u32,
@@ -43,6 +45,7 @@ impl Hub {
     pub fn open(config: Config) -> anyhow::Result<Hub> {
         use anyhow::Context as _;
         let auth = Auth::new(&config)?;
+        let tls = config.tls.as_ref().map(crate::tls::Tls::load).transpose()?;
         let store = Store::open(&config.data_dir, &config.store)?;
         let counters = Arc::new(Counters::default());
         let broker = Broker::new(
@@ -69,6 +72,7 @@ impl Hub {
                 broker,
                 publisher,
                 idempotency: Idempotency::default(),
+                tls,
                 started: Instant::now(),
                 draining: AtomicBool::new(false),
                 request_prefix: crate::random_u32(),

@@ -8,7 +8,8 @@
 //! - [`config`]: the TOML file, `RUNNEL_*` environment, validation, masked secrets.
 //! - [`server`]: the accept loop, background tasks (heartbeat, retention), shutdown;
 //!   [`conn`]: one connection (event streams written directly, the rest through hyper);
-//!   [`io`]: the socket wrapper that drops clients which stop reading.
+//!   [`io`]: the socket wrapper that drops clients which stop reading; [`tls`]: HTTPS
+//!   certificates, reloadable.
 //! - [`http`]: routing and the HTTP handlers; [`error`]: the one error → status + JSON map.
 //! - [`sse`]: SSE frame encoding, the stream body, and a parser for the client.
 //! - [`broker`]: streams, topic index, bounded per-stream queues, fan-out.
@@ -39,6 +40,7 @@ pub mod sse;
 pub mod stats;
 pub mod store;
 pub mod systemd;
+pub mod tls;
 pub mod topic;
 
 use ring::rand::{SecureRandom, SystemRandom};

@@ -31,6 +31,15 @@ impl Running {
         &self.hub
     }
 
+    /// Reads the TLS certificate and key again (SIGHUP does this): new connections get
+    /// them, open ones keep theirs. On error the running certificate stays.
+    pub fn reload_tls(&self) -> Result<(), crate::tls::TlsError> {
+        match &self.hub.tls {
+            Some(t) => t.reload(),
+            None => Ok(()),
+        }
+    }
+
     /// A handle that triggers shutdown.
     pub fn shutdown_handle(&self) -> Shutdown {
         self.shutdown.clone()
@@ -74,7 +83,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         data_dir = %hub.config.data_dir.display(),
         sync = ?hub.config.store.sync,
         open = hub.auth.is_open(),
-        "listening on http://{local}"
+        "listening on {}://{local}",
+        if hub.tls.is_some() { "https" } else { "http" }
     );
     Ok(Running {
         addr: local,
@@ -180,6 +190,17 @@ async fn serve(
             },
         };
         let _ = stream.set_nodelay(true);
+        if let Some(tls) = &hub.tls {
+            tokio::spawn(conn::serve_tls(
+                hub.clone(),
+                stream,
+                peer,
+                graceful.watcher(),
+                shutdown.clone(),
+                tls.current(),
+            ));
+            continue;
+        }
         tokio::spawn(conn::serve(
             hub.clone(),
             stream,
@@ -249,6 +270,7 @@ pub async fn run(config: Config, reload: impl Fn() + Send + Sync + 'static) -> a
     #[cfg(unix)]
     {
         let stop = stop.clone();
+        let hub = running.hub().clone();
         tokio::spawn(async move {
             use tokio::signal::unix::{SignalKind, signal};
             let Ok(mut hup) = signal(SignalKind::hangup()) else {
@@ -260,6 +282,12 @@ pub async fn run(config: Config, reload: impl Fn() + Send + Sync + 'static) -> a
                     _ = hup.recv() => {
                         crate::systemd::notify("RELOADING=1");
                         reload();
+                        match hub.tls.as_ref().map(|t| t.reload()) {
+                            Some(Ok(())) => tracing::info!("TLS certificate reloaded"),
+                            Some(Err(e)) => tracing::error!(
+                                "TLS reload failed, keeping the running certificate: {e}"),
+                            None => {}
+                        }
                         crate::systemd::notify("READY=1");
                     }
                 }

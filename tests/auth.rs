@@ -1308,6 +1308,10 @@ async fn the_hub_sets_and_clears_its_auth_cookie() {
     for attr in ["HttpOnly", "SameSite=Strict", "Path=/"] {
         assert!(set.contains(attr), "{attr} in {set}");
     }
+    assert!(
+        !set.contains("Secure"),
+        "plain HTTP: a Secure cookie would not be kept"
+    );
     let age: u64 = set
         .split("Max-Age=")
         .nth(1)

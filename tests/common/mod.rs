@@ -592,7 +592,10 @@ impl Proc {
                     log.push_str(&line);
                     log.push('\n');
                 }
-                if let Some(rest) = line.split("listening on http://").nth(1)
+                if let Some(rest) = line
+                    .split("listening on http://")
+                    .nth(1)
+                    .or_else(|| line.split("listening on https://").nth(1))
                     && let Some(tx) = tx.take()
                 {
                     let addr = rest.split_whitespace().next().unwrap().to_string();

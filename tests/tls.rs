@@ -1,0 +1,534 @@
+//! `[tls]`: HTTPS with ALPN h2 and http/1.1, many streams on one HTTP/2 connection, resume
+//! over h2, certificate reload with streams open, and clear errors for bad files.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::*;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use runnel::config::TlsConfig;
+use runnel::sse::{ParsedEvent, Parser};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
+use serde_json::json;
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+
+/// Writes a self-signed certificate for localhost and 127.0.0.1; returns (cert, key, PEM).
+fn make_cert(dir: &Path, name: &str) -> (PathBuf, PathBuf, String) {
+    let made = runnel::tls::self_signed(&["localhost".into(), "127.0.0.1".into()]).unwrap();
+    let cert = dir.join(format!("{name}.crt"));
+    let key = dir.join(format!("{name}.key"));
+    std::fs::write(&cert, &made.cert_pem).unwrap();
+    std::fs::write(&key, &made.key_pem).unwrap();
+    (cert, key, made.cert_pem)
+}
+
+async fn tls_hub(cert: &Path, key: &Path) -> TestHub {
+    let (cert, key) = (cert.to_path_buf(), key.to_path_buf());
+    TestHub::start_with(move |c| c.tls = Some(TlsConfig { cert, key })).await
+}
+
+/// A TLS connection trusting the given certificates, offering `alpn`.
+async fn connect(
+    addr: std::net::SocketAddr,
+    trusted: &[&str],
+    alpn: &[&[u8]],
+) -> TlsStream<TcpStream> {
+    let mut roots = rustls::RootCertStore::empty();
+    for pem in trusted {
+        for c in CertificateDer::pem_slice_iter(pem.as_bytes()) {
+            roots.add(c.unwrap()).unwrap();
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    tokio_rustls::TlsConnector::from(Arc::new(cfg))
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .expect("TLS handshake")
+}
+
+/// An HTTP/2 client over one TLS connection.
+async fn h2(
+    addr: std::net::SocketAddr,
+    ca: &str,
+) -> hyper::client::conn::http2::SendRequest<Full<Bytes>> {
+    let tls = connect(addr, &[ca], &[b"h2"]).await;
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let (send, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    send
+}
+
+fn get(path: &str, headers: &[(&str, &str)]) -> hyper::Request<Full<Bytes>> {
+    let mut b = hyper::Request::get(format!("https://localhost{path}"));
+    for (k, v) in headers {
+        b = b.header(*k, *v);
+    }
+    b.body(Full::default()).unwrap()
+}
+
+/// One request over its own HTTP/1.1 TLS connection; the answer's status and JSON.
+async fn call(
+    addr: std::net::SocketAddr,
+    ca: &str,
+    method: &str,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> (u16, serde_json::Value) {
+    let tls = connect(addr, &[ca], &[b"http/1.1"]).await;
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let req = hyper::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", "localhost")
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(
+            body.map(|b| b.to_string()).unwrap_or_default(),
+        )))
+        .unwrap();
+    let resp = send.send_request(req).await.unwrap();
+    let status = resp.status().as_u16();
+    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
+    )
+}
+
+async fn publish(hub: &TestHub, ca: &str, v: serde_json::Value) -> serde_json::Value {
+    let (status, answer) = call(hub.addr, ca, "POST", "/publish", Some(v)).await;
+    assert_eq!(status, 200, "{answer}");
+    answer
+}
+
+/// Reads SSE events from a response body.
+struct Events {
+    body: Incoming,
+    parser: Parser,
+    ready: std::collections::VecDeque<ParsedEvent>,
+}
+
+impl Events {
+    fn new(resp: hyper::Response<Incoming>) -> Events {
+        assert_eq!(resp.status(), 200);
+        assert_eq!(resp.headers()["content-type"], "text/event-stream");
+        Events {
+            body: resp.into_body(),
+            parser: Parser::default(),
+            ready: Default::default(),
+        }
+    }
+
+    async fn next(&mut self) -> ParsedEvent {
+        loop {
+            if let Some(e) = self.ready.pop_front() {
+                return e;
+            }
+            let frame = tokio::time::timeout(Duration::from_secs(10), self.body.frame())
+                .await
+                .expect("an event within 10 s")
+                .expect("the stream is open")
+                .expect("no body error");
+            if let Ok(data) = frame.into_data() {
+                self.ready.extend(self.parser.feed(&data));
+            }
+        }
+    }
+
+    /// Skips to the `connected` event and returns its data.
+    async fn connected(&mut self) -> serde_json::Value {
+        loop {
+            let e = self.next().await;
+            if e.event.as_deref() == Some("connected") {
+                return serde_json::from_str(&e.data).unwrap();
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn http1_and_http2_streams_over_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key, ca) = make_cert(dir.path(), "a");
+    let hub = tls_hub(&cert, &key).await;
+
+    // HTTP/1.1 over TLS.
+    let tls = connect(hub.addr, &[&ca], &[b"http/1.1"]).await;
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"http/1.1"[..]));
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let resp = send
+        .send_request(get("/events?topic=t1", &[]))
+        .await
+        .unwrap();
+    let mut s1 = Events::new(resp);
+    s1.connected().await;
+
+    // HTTP/2.
+    let mut send2 = h2(hub.addr, &ca).await;
+    let resp = send2
+        .send_request(get("/events?topic=t1", &[]))
+        .await
+        .unwrap();
+    assert_eq!(resp.version(), hyper::Version::HTTP_2);
+    let mut s2 = Events::new(resp);
+    s2.connected().await;
+
+    let sent = publish(&hub, &ca, json!({"topic": "t1", "data": "over tls"})).await;
+    for s in [&mut s1, &mut s2] {
+        let e = s.next().await;
+        assert_eq!(e.data, "over tls");
+        assert_eq!(e.id.as_deref(), sent["id"].as_str());
+    }
+    // Plain HTTP to a TLS port is not answered as HTTP.
+    let r = tokio::time::timeout(
+        Duration::from_secs(5),
+        raw_request(hub.addr, b"GET /health HTTP/1.1\r\nhost: x\r\n\r\n"),
+    )
+    .await
+    .expect("the hub closes a plaintext connection");
+    assert!(
+        !r.starts_with(b"HTTP/1.1 200"),
+        "{:?}",
+        String::from_utf8_lossy(&r)
+    );
+}
+
+#[tokio::test]
+async fn many_streams_share_one_http2_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key, ca) = make_cert(dir.path(), "a");
+    let hub = tls_hub(&cert, &key).await;
+    let send = h2(hub.addr, &ca).await;
+    let mut streams = Vec::new();
+    for i in 0..24 {
+        let mut send = send.clone();
+        let resp = send
+            .send_request(get(&format!("/events?topic=room{i}"), &[]))
+            .await
+            .unwrap();
+        let mut s = Events::new(resp);
+        s.connected().await;
+        streams.push(s);
+    }
+    let (_, stats) = call(hub.addr, &ca, "GET", "/stats", None).await;
+    assert_eq!(stats["connections"]["total"], 24, "{stats}");
+    for i in 0..24 {
+        publish(
+            &hub,
+            &ca,
+            json!({"topic": format!("room{i}"), "data": format!("hello {i}")}),
+        )
+        .await;
+    }
+    publish(&hub, &ca, json!({"broadcast": true, "data": "all"})).await;
+    for (i, s) in streams.iter_mut().enumerate() {
+        assert_eq!(s.next().await.data, format!("hello {i}"));
+        assert_eq!(s.next().await.data, "all");
+    }
+}
+
+#[tokio::test]
+async fn resume_with_last_event_id_over_http2() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key, ca) = make_cert(dir.path(), "a");
+    let hub = tls_hub(&cert, &key).await;
+    let ids: Vec<String> = {
+        let mut v = Vec::new();
+        for i in 0..4 {
+            let r = publish(&hub, &ca, json!({"topic": "log", "data": i})).await;
+            v.push(r["id"].as_str().unwrap().to_string());
+        }
+        v
+    };
+    let mut send = h2(hub.addr, &ca).await;
+    let resp = send
+        .send_request(get("/events?topic=log", &[("last-event-id", &ids[1])]))
+        .await
+        .unwrap();
+    let mut s = Events::new(resp);
+    assert_eq!(s.connected().await["last_event_id"], ids[1]);
+    assert_eq!(s.next().await.id.as_deref(), Some(ids[2].as_str()));
+    assert_eq!(s.next().await.id.as_deref(), Some(ids[3].as_str()));
+    let live = publish(&hub, &ca, json!({"topic": "log", "data": "live"})).await;
+    let e = s.next().await;
+    assert_eq!(
+        (e.id.as_deref(), e.data.as_str()),
+        (live["id"].as_str(), "live")
+    );
+}
+
+fn peer_cert(tls: &TlsStream<TcpStream>) -> Vec<u8> {
+    tls.get_ref().1.peer_certificates().unwrap()[0].to_vec()
+}
+
+fn der_of(pem: &str) -> Vec<u8> {
+    CertificateDer::from_pem_slice(pem.as_bytes())
+        .unwrap()
+        .to_vec()
+}
+
+#[tokio::test]
+async fn certificate_reload_keeps_open_streams() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key, ca_a) = make_cert(dir.path(), "live");
+    let hub = tls_hub(&cert, &key).await;
+    let mut send = h2(hub.addr, &ca_a).await;
+    let resp = send
+        .send_request(get("/events?topic=r", &[]))
+        .await
+        .unwrap();
+    let mut s = Events::new(resp);
+    s.connected().await;
+
+    // A renewed certificate (new key too) replaces the files, then a reload.
+    let (_, _, ca_b) = make_cert(dir.path(), "next");
+    std::fs::copy(dir.path().join("next.crt"), &cert).unwrap();
+    std::fs::copy(dir.path().join("next.key"), &key).unwrap();
+    hub.running().reload_tls().unwrap();
+    let fresh = connect(hub.addr, &[&ca_a, &ca_b], &[b"h2"]).await;
+    assert_eq!(
+        peer_cert(&fresh),
+        der_of(&ca_b),
+        "new connections get the new certificate"
+    );
+
+    // The stream opened before the reload still gets events.
+    publish(&hub, &ca_b, json!({"topic": "r", "data": "after reload"})).await;
+    assert_eq!(s.next().await.data, "after reload");
+
+    // A broken file is reported, and the running certificate stays.
+    std::fs::write(&key, "not a key").unwrap();
+    let e = hub.running().reload_tls().unwrap_err().to_string();
+    assert!(e.contains("tls.key"), "{e}");
+    let again = connect(hub.addr, &[&ca_b], &[b"http/1.1"]).await;
+    assert_eq!(peer_cert(&again), der_of(&ca_b));
+}
+
+/// SIGHUP (what `systemctl reload` sends) reloads the certificate of a running `runnel`.
+#[tokio::test]
+async fn sighup_reloads_the_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key, ca_a) = make_cert(dir.path(), "live");
+    let conf = dir.path().join("runnel.toml");
+    std::fs::write(
+        &conf,
+        format!(
+            "listen = \"127.0.0.1:0\"\ndata_dir = {:?}\n[tls]\ncert = {:?}\nkey = {:?}\n",
+            dir.path().join("data"),
+            cert,
+            key
+        ),
+    )
+    .unwrap();
+    let p = Proc::spawn(&["serve", "-c", conf.to_str().unwrap()], &[]);
+    assert!(p.log().contains("listening on https://"), "{}", p.log());
+    let first = connect(p.addr, &[&ca_a], &[b"h2"]).await;
+    assert_eq!(peer_cert(&first), der_of(&ca_a));
+    let (_, _, ca_b) = make_cert(dir.path(), "next");
+    std::fs::copy(dir.path().join("next.crt"), &cert).unwrap();
+    std::fs::copy(dir.path().join("next.key"), &key).unwrap();
+    p.signal("HUP");
+    assert!(
+        eventually(Duration::from_secs(5), async || {
+            p.log().contains("TLS certificate reloaded")
+        })
+        .await,
+        "{}",
+        p.log()
+    );
+    let second = connect(p.addr, &[&ca_b], &[b"h2"]).await;
+    assert_eq!(peer_cert(&second), der_of(&ca_b));
+    p.signal("TERM");
+}
+
+/// Each bad certificate or key stops the start with a message naming the file and the
+/// problem (and no panic).
+#[tokio::test]
+async fn bad_certificates_and_keys_are_refused_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key, _) = make_cert(dir.path(), "good");
+    let (_, other_key, _) = make_cert(dir.path(), "other");
+    let missing = dir.path().join("missing.pem");
+    let empty = dir.path().join("empty.pem");
+    std::fs::write(&empty, "").unwrap();
+    let cases = [
+        (missing.clone(), key.clone(), "tls.cert"),
+        (cert.clone(), missing.clone(), "tls.key"),
+        (empty.clone(), key.clone(), "no PEM certificate"),
+        (cert.clone(), empty.clone(), "no PEM private key"),
+        (cert.clone(), other_key.clone(), "does not belong"),
+    ];
+    for (c, k, want) in cases {
+        let config = runnel::config::Config {
+            listen: "127.0.0.1:0".into(),
+            data_dir: dir.path().join("data"),
+            tls: Some(TlsConfig {
+                cert: c.clone(),
+                key: k.clone(),
+            }),
+            ..Default::default()
+        };
+        config.validate().unwrap();
+        let err = match runnel::server::start(config).await {
+            Ok(_) => panic!("started with {c:?} {k:?}"),
+            Err(e) => format!("{e:#}"),
+        };
+        assert!(err.contains(want), "{c:?} {k:?}: {err}");
+    }
+    // The binary says the same and exits non-zero.
+    let out = std::process::Command::new(bin())
+        .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+        .arg(dir.path().join("data2"))
+        .env("RUNNEL_TLS_CERT", &cert)
+        .env("RUNNEL_TLS_KEY", &other_key)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("does not belong"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+/// PKCS#8, PKCS#1 (RSA) and SEC1 (EC) keys all load; made with openssl.
+#[tokio::test]
+async fn pkcs8_pkcs1_and_sec1_keys_are_accepted() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let openssl = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(d)
+            .output()
+            .expect("openssl is installed (.ci/run installs it)");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let san = "subjectAltName=DNS:localhost";
+    // A leaf, not a CA (which clients refuse as a server certificate).
+    let leaf = "basicConstraints=critical,CA:FALSE";
+    // RSA: PKCS#8 as generated, then the traditional (PKCS#1) form.
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "rsa8.key",
+        "-out",
+        "rsa.crt",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=localhost",
+        "-addext",
+        san,
+        "-addext",
+        leaf,
+    ]);
+    openssl(&[
+        "pkey",
+        "-in",
+        "rsa8.key",
+        "-traditional",
+        "-out",
+        "rsa1.key",
+    ]);
+    // EC: SEC1 from the traditional form.
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        "ec8.key",
+        "-out",
+        "ec.crt",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=localhost",
+        "-addext",
+        san,
+        "-addext",
+        leaf,
+    ]);
+    openssl(&["pkey", "-in", "ec8.key", "-traditional", "-out", "ec1.key"]);
+    for (cert, key, marker) in [
+        ("rsa.crt", "rsa8.key", "BEGIN PRIVATE KEY"),
+        ("rsa.crt", "rsa1.key", "BEGIN RSA PRIVATE KEY"),
+        ("ec.crt", "ec8.key", "BEGIN PRIVATE KEY"),
+        ("ec.crt", "ec1.key", "BEGIN EC PRIVATE KEY"),
+    ] {
+        let pem = std::fs::read_to_string(d.join(key)).unwrap();
+        assert!(pem.contains(marker), "{key}: {pem}");
+        let ca = std::fs::read_to_string(d.join(cert)).unwrap();
+        let hub = tls_hub(&d.join(cert), &d.join(key)).await;
+        let mut send = h2(hub.addr, &ca).await;
+        let resp = send.send_request(get("/health", &[])).await.unwrap();
+        assert_eq!(resp.status(), 200, "{cert} with {key}");
+    }
+}
+
+/// Over HTTPS the auth cookie is `Secure`.
+#[tokio::test]
+async fn the_auth_cookie_is_secure_over_https() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key, ca) = make_cert(dir.path(), "a");
+    let secret = "a-test-secret-that-is-long-enough-0123456789";
+    let hub = TestHub::start_with(|c| {
+        c.tls = Some(TlsConfig { cert, key });
+        c.auth.jwt_secret = Some(runnel::config::Secret::new(secret));
+    })
+    .await;
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 600;
+    let jwt = jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &json!({"sub": "ann", "exp": exp}),
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .unwrap();
+    let mut send = h2(hub.addr, &ca).await;
+    let req = hyper::Request::post("https://localhost/auth/cookie")
+        .header("authorization", format!("Bearer {jwt}"))
+        .body(Full::default())
+        .unwrap();
+    let resp = send.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let set = resp.headers()["set-cookie"].to_str().unwrap();
+    assert!(set.ends_with("; Secure"), "{set}");
+    assert!(set.contains("HttpOnly"), "{set}");
+}
