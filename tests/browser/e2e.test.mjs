@@ -8,6 +8,7 @@ import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { createHmac, createHash, randomBytes } from "node:crypto";
 import { mkdtempSync, writeFileSync, rmSync } from "node:fs";
+import { execFileSync } from "node:child_process";
 import { createServer } from "node:http";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
@@ -381,4 +382,78 @@ test("runnel.js reports an expired token as an auth failure, not a network drop"
   await startHub();
   await page.waitForFunction(() => window.dropHub.state === "open", null, { timeout: 20000 });
   await page.context().close();
+});
+
+test("over HTTPS (HTTP/2) ten EventSources to one origin all receive; HTTP/1.1 stalls at six", async () => {
+  // A second hub with a certificate from `runnel cert --self-signed`.
+  const dir = mkdtempSync(join(tmpdir(), "runnel-tls-"));
+  execFileSync(BIN, ["cert", "--self-signed", "--hosts", "127.0.0.1,localhost",
+    "--cert", join(dir, "hub.crt"), "--key", join(dir, "hub.key")]);
+  const port = await freePort();
+  writeFileSync(join(dir, "runnel.toml"), `
+listen = "127.0.0.1:${port}"
+data_dir = "${dir}/data"
+log = "warn"
+[tls]
+cert = "${dir}/hub.crt"
+key = "${dir}/hub.key"
+[auth]
+jwt_secret = "${SECRET}"
+anonymous_subscribe = ["public"]
+[[auth.api_keys]]
+name = "ops"
+key_sha256 = "${sha(ADMIN_KEY)}"
+admin = true
+`);
+  const tlsHub = spawn(BIN, ["serve", "-c", join(dir, "runnel.toml")], { stdio: ["ignore", "inherit", "inherit"] });
+  const openTen = (page) => page.evaluate(() => {
+    window.opened = 0;
+    window.got = 0;
+    for (let i = 0; i < 10; i++) {
+      const es = new EventSource(`/events?topic=public&n=${i}`);
+      es.addEventListener("connected", () => window.opened++);
+      es.onmessage = () => window.got++;
+    }
+  });
+  try {
+    // The browser trusts this certificate only in this context (as a user who accepted it).
+    const ctx = await browser.newContext({ ignoreHTTPSErrors: true });
+    const page = await ctx.newPage();
+    for (let i = 0; ; i++) {
+      try {
+        await page.goto(`https://127.0.0.1:${port}/`);
+        break;
+      } catch (e) {
+        if (i > 100) throw e;
+        await sleep(100);
+      }
+    }
+    const protocol = await page.evaluate(() => performance.getEntriesByType("navigation")[0].nextHopProtocol);
+    assert.equal(protocol, "h2");
+    await openTen(page);
+    await page.waitForFunction(() => window.opened === 10, null, { timeout: 10000 });
+    const r = await page.evaluate(async (key) => (await fetch("/publish", {
+      method: "POST",
+      headers: { "content-type": "application/json", "x-api-key": key },
+      body: JSON.stringify({ topic: "public", data: "to all ten" }),
+    })).json(), ADMIN_KEY);
+    assert.equal(r.delivered, 10);
+    await page.waitForFunction(() => window.got === 10);
+    await ctx.close();
+
+    // The same page over plain HTTP/1.1: the browser opens six connections to the origin,
+    // and the other four streams wait.
+    const plain = await newPage();
+    await plain.goto(`${HUB()}/`);
+    await openTen(plain);
+    await plain.waitForFunction(() => window.opened === 6);
+    await sleep(2000);
+    assert.equal(await plain.evaluate(() => window.opened), 6);
+    await plain.context().close();
+  } finally {
+    const exited = new Promise((r) => tlsHub.once("exit", r));
+    tlsHub.kill("SIGTERM");
+    await exited;
+    rmSync(dir, { recursive: true, force: true });
+  }
 });
