@@ -1,7 +1,8 @@
 //! runnel's load generator: `cargo bench --bench load -- <scenario> [options]`.
 //!
-//! It speaks plain HTTP/1.1 and SSE to any hub (`--url`, `--sub-path`, `--pub-path`,
-//! `--pub-body`), or starts runnel itself (`--spawn`) with a fresh data directory. Many
+//! It speaks HTTP/1.1 and SSE, plain or over TLS, to any hub (`--url`, `--sub-path`,
+//! `--pub-path`, `--pub-body`, `--ca`), or starts runnel itself (`--spawn`, with `--tls` for
+//! HTTPS) with a fresh data directory. Many
 //! streams run on few threads (tokio). Each event carries `<seq> <send time>` in its data.
 //! Subscribers turn that into publish→receive latency (exact percentiles over every sample),
 //! and count what was lost or duplicated. Server RSS and CPU time come from `/proc/<pid>`.
@@ -16,7 +17,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use clap::{Parser, ValueEnum};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 #[derive(Parser, Debug, Clone)]
@@ -79,6 +80,53 @@ struct Opts {
     /// Client worker threads.
     #[arg(long, default_value_t = 1)]
     client_threads: usize,
+    /// With --spawn: serve HTTPS (a fresh self-signed certificate), and speak TLS to it.
+    #[arg(long)]
+    tls: bool,
+    /// With an https:// --url: PEM certificates to trust.
+    #[arg(long, value_name = "FILE")]
+    ca: Option<std::path::PathBuf>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Connections: plain TCP, or TLS (HTTP/1.1 over it) when the hub serves HTTPS.
+
+trait Conn: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Conn for T {}
+type Io = Box<dyn Conn>;
+
+static TLS: OnceLock<tokio_rustls::TlsConnector> = OnceLock::new();
+
+/// Trusts these PEM certificates for every connection from now on (which is then TLS).
+fn use_tls(pem: &[u8]) {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_slice_iter(pem) {
+        roots
+            .add(c.expect("a PEM certificate"))
+            .expect("a usable certificate");
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let _ = TLS.set(tokio_rustls::TlsConnector::from(Arc::new(cfg)));
+}
+
+async fn dial(addr: SocketAddr) -> Io {
+    let tcp = TcpStream::connect(addr).await.expect("connect");
+    tcp.set_nodelay(true).ok();
+    match TLS.get() {
+        None => Box::new(tcp),
+        Some(tls) => {
+            let name = rustls::pki_types::ServerName::IpAddress(addr.ip().into());
+            Box::new(tls.connect(name, tcp).await.expect("TLS handshake"))
+        }
+    }
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -137,6 +185,15 @@ impl Server {
             let (k, v) = kv.split_once('=').expect("--env KEY=VALUE");
             cmd.env(k, v);
         }
+        if opts.tls {
+            let made = runnel::tls::self_signed(&["127.0.0.1".into()]).expect("a certificate");
+            let (cert, key) = (dir.path().join("bench.crt"), dir.path().join("bench.key"));
+            std::fs::write(&cert, &made.cert_pem).unwrap();
+            std::fs::write(&key, &made.key_pem).unwrap();
+            cmd.env("RUNNEL_TLS_CERT", &cert)
+                .env("RUNNEL_TLS_KEY", &key);
+            use_tls(made.cert_pem.as_bytes());
+        }
         let child = cmd.spawn().expect("start runnel");
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
         let start = Instant::now();
@@ -156,12 +213,19 @@ impl Server {
     }
 
     fn given(opts: &Opts) -> Server {
-        let rest = opts.url.trim_start_matches("http://");
+        if opts.url.starts_with("https://") {
+            let ca = opts.ca.as_ref().expect("an https:// --url needs --ca FILE");
+            use_tls(&std::fs::read(ca).expect("read --ca"));
+        }
+        let rest = opts
+            .url
+            .trim_start_matches("http://")
+            .trim_start_matches("https://");
         let hostport = rest.split('/').next().unwrap();
         let addr = std::net::ToSocketAddrs::to_socket_addrs(hostport)
             .ok()
             .and_then(|mut a| a.next())
-            .expect("--url must be http://host:port");
+            .expect("--url must be http(s)://host:port");
         Server {
             addr,
             pid: opts.pid,
@@ -257,15 +321,14 @@ fn expand(t: &str, topic: &str, data: &str) -> String {
 }
 
 struct Publisher {
-    stream: TcpStream,
+    stream: Io,
     buf: Vec<u8>,
     addr: SocketAddr,
 }
 
 impl Publisher {
     async fn connect(addr: SocketAddr) -> Publisher {
-        let stream = TcpStream::connect(addr).await.expect("connect");
-        stream.set_nodelay(true).ok();
+        let stream = dial(addr).await;
         Publisher {
             stream,
             buf: Vec::with_capacity(4096),
@@ -368,7 +431,7 @@ impl Tally {
 
 /// An SSE connection reading chunked frames and the `<seq> <ns>` data lines.
 struct SseReader {
-    stream: TcpStream,
+    stream: Io,
     buf: Vec<u8>,
     /// The body is chunked (HTTP/1.1); otherwise it runs to the end of the connection.
     chunked: bool,
@@ -383,7 +446,7 @@ struct SseReader {
 impl SseReader {
     /// Connects and reads up to the `connected` event.
     async fn open(addr: SocketAddr, opts: &Opts, path: &str, last_id: Option<&str>) -> SseReader {
-        let mut stream = TcpStream::connect(addr).await.expect("connect");
+        let mut stream = dial(addr).await;
         let mut req =
             format!("GET {path} HTTP/1.1\r\nhost: {addr}\r\naccept: text/event-stream\r\n");
         if let Some(id) = last_id {

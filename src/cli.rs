@@ -363,6 +363,11 @@ fn cert(args: CertArgs) -> anyhow::Result<()> {
         .open(&args.key)
         .with_context(|| format!("cannot write {}", args.key.display()))?;
     key.write_all(made.key_pem.as_bytes())?;
+    // `mode` applies only to a new file: a replaced one gets the same.
+    std::fs::set_permissions(
+        &args.key,
+        <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o600),
+    )?;
     std::fs::write(&args.cert, &made.cert_pem)
         .with_context(|| format!("cannot write {}", args.cert.display()))?;
     println!("wrote {} and {}", args.cert.display(), args.key.display());

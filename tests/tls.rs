@@ -532,3 +532,52 @@ async fn the_auth_cookie_is_secure_over_https() {
     assert!(set.ends_with("; Secure"), "{set}");
     assert!(set.contains("HttpOnly"), "{set}");
 }
+
+/// `runnel cert --self-signed` writes a usable pair, the key private to its owner, and keeps
+/// existing files unless told.
+#[test]
+fn runnel_cert_writes_a_usable_pair() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("c.pem"), dir.path().join("k.pem"));
+    let run = |extra: &[&str]| {
+        std::process::Command::new(bin())
+            .args(["cert", "--self-signed", "--hosts", "pi.local,192.168.1.10"])
+            .arg("--cert")
+            .arg(&cert)
+            .arg("--key")
+            .arg(&key)
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let out = run(&[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("SHA-256 fingerprint: "), "{said}");
+    assert_eq!(
+        std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    runnel::tls::server_config(&cert, &key).unwrap();
+    let again = run(&[]);
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("--force"));
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    assert!(run(&["--force"]).status.success());
+    assert_eq!(
+        std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let bad = std::process::Command::new(bin())
+        .args(["cert", "--self-signed", "--hosts", "not a host"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("neither a host name"));
+}
