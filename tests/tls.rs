@@ -581,3 +581,53 @@ fn runnel_cert_writes_a_usable_pair() {
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("neither a host name"));
 }
+
+/// A connection that never finishes its handshake is closed after `limits.request_timeout`;
+/// a shutdown ends HTTP/2 streams with `event: shutdown`, like plain ones.
+#[tokio::test]
+async fn silent_handshakes_time_out_and_shutdown_ends_h2_streams() {
+    use tokio::io::AsyncReadExt;
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key, ca) = make_cert(dir.path(), "a");
+    let mut hub = TestHub::start_with(move |c| {
+        c.tls = Some(TlsConfig { cert, key });
+        c.limits.request_timeout = runnel::config::Dur(Duration::from_millis(300));
+    })
+    .await;
+    let mut silent = TcpStream::connect(hub.addr).await.unwrap();
+    let started = std::time::Instant::now();
+    let mut buf = [0u8; 16];
+    let n = tokio::time::timeout(Duration::from_secs(5), silent.read(&mut buf))
+        .await
+        .expect("closed within 5 s")
+        .unwrap_or(0);
+    assert_eq!(n, 0, "closed without an answer");
+    assert!(started.elapsed() >= Duration::from_millis(250));
+
+    let mut send = h2(hub.addr, &ca).await;
+    let resp = send
+        .send_request(get("/events?topic=s", &[]))
+        .await
+        .unwrap();
+    let mut s = Events::new(resp);
+    s.connected().await;
+    hub.stop().await;
+    let e = s.next().await;
+    assert_eq!(e.event.as_deref(), Some("shutdown"), "{e:?}");
+    // Then the stream ends: no more events, only the end of the body.
+    loop {
+        match tokio::time::timeout(Duration::from_secs(5), s.body.frame())
+            .await
+            .expect("the stream ends")
+        {
+            None | Some(Err(_)) => break,
+            Some(Ok(f)) => {
+                let data = f.into_data().unwrap_or_default();
+                assert!(
+                    s.parser.feed(&data).is_empty(),
+                    "an event after shutdown: {data:?}"
+                );
+            }
+        }
+    }
+}
