@@ -444,7 +444,8 @@ async fn a_stalled_reader_costs_bounded_memory_and_nothing_else() {
         &["--listen", "127.0.0.1:0", "--data", &data],
         &[
             ("RUNNEL_STORE_RETENTION_EVENTS", "100"),
-            ("RUNNEL_LIMITS_WRITE_TIMEOUT", "1s"),
+            // Long enough that each stalled queue overflows first even on a loaded machine.
+            ("RUNNEL_LIMITS_WRITE_TIMEOUT", "5s"),
         ],
     );
     let pid = p.child.id();
@@ -490,7 +491,7 @@ async fn a_stalled_reader_costs_bounded_memory_and_nothing_else() {
     // Their connections are closed too once they stop taking bytes (limits.write_timeout),
     // so even a client that never reads again holds nothing.
     assert!(
-        eventually(Duration::from_secs(5), async || {
+        eventually(Duration::from_secs(12), async || {
             let s = request(p.addr, "GET", "/stats", &[], b"").await.json();
             s["connections"]["total"] == 1
         })
@@ -503,7 +504,8 @@ async fn a_stalled_reader_costs_bounded_memory_and_nothing_else() {
         rss_after < rss_before + 64 * 1024,
         "RSS grew {rss_before} -> {rss_after} KiB"
     );
-    assert!(worst < Duration::from_secs(2), "{worst:?}");
+    // No publish waited for a stalled reader (that would take the 5 s write timeout).
+    assert!(worst < Duration::from_secs(4), "{worst:?}");
     drop(stalled);
 }
 
