@@ -1222,6 +1222,11 @@ async fn stalled_stream(
     (id, stalled)
 }
 
+/// A request with the admin API key.
+async fn as_admin(hub: &TestHub, method: &str, path: &str) -> Resp {
+    request(hub.addr, method, path, &[("x-api-key", "admin-key")], b"").await
+}
+
 async fn open_streams(hub: &TestHub) -> Value {
     request(
         hub.addr,
@@ -1240,35 +1245,14 @@ async fn an_admin_close_of_a_stalled_stream_takes_effect_at_once() {
     let hub = patient_hub().await;
     let (id, _stalled) = stalled_stream(&hub, "big", &jwt(json!({"sub": "alice"}))).await;
     assert_eq!(open_streams(&hub).await, 1);
-    let r = request(
-        hub.addr,
-        "DELETE",
-        &format!("/connections/{id}"),
-        &[("x-api-key", "admin-key")],
-        b"",
-    )
-    .await;
-    assert_eq!(r.status, 204);
+    let close = format!("/connections/{id}");
+    assert_eq!(as_admin(&hub, "DELETE", &close).await.status, 204);
     // Not after its writer gives up on the client: now.
     assert_eq!(open_streams(&hub).await, 0);
-    let list = request(
-        hub.addr,
-        "GET",
-        "/connections",
-        &[("x-api-key", "admin-key")],
-        b"",
-    )
-    .await;
+    let list = as_admin(&hub, "GET", "/connections").await;
     assert_eq!(list.json()["connections"], json!([]));
     // A second close finds nothing.
-    let again = request(
-        hub.addr,
-        "DELETE",
-        &format!("/connections/{id}"),
-        &[("x-api-key", "admin-key")],
-        b"",
-    )
-    .await;
+    let again = as_admin(&hub, "DELETE", &close).await;
     assert_eq!(again.status, 404);
 }
 

@@ -429,60 +429,32 @@ async fn pkcs8_pkcs1_and_sec1_keys_are_accepted() {
             String::from_utf8_lossy(&out.stderr)
         );
     };
-    let san = "subjectAltName=DNS:localhost";
-    // A leaf, not a CA (which clients refuse as a server certificate).
-    let leaf = "basicConstraints=critical,CA:FALSE";
-    // RSA: PKCS#8 as generated, then the traditional (PKCS#1) form.
-    openssl(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        "rsa8.key",
-        "-out",
-        "rsa.crt",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=localhost",
-        "-addext",
-        san,
-        "-addext",
-        leaf,
-    ]);
-    openssl(&[
-        "pkey",
-        "-in",
-        "rsa8.key",
-        "-traditional",
-        "-out",
-        "rsa1.key",
-    ]);
-    // EC: SEC1 from the traditional form.
-    openssl(&[
-        "req",
-        "-x509",
-        "-newkey",
+    // A self-signed leaf for localhost (not a CA, which clients refuse as a server
+    // certificate) with a PKCS#8 key, then the key's traditional form.
+    let pair = |name: &str, newkey: &[&str]| {
+        let (key8, crt) = (format!("{name}8.key"), format!("{name}.crt"));
+        let mut args = vec![
+            "req",
+            "-x509",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=localhost",
+        ];
+        args.extend_from_slice(&["-addext", "subjectAltName=DNS:localhost"]);
+        args.extend_from_slice(&["-addext", "basicConstraints=critical,CA:FALSE"]);
+        args.extend_from_slice(newkey);
+        args.extend_from_slice(&["-keyout", &key8, "-out", &crt]);
+        openssl(&args);
+        let key1 = format!("{name}1.key");
+        openssl(&["pkey", "-in", &key8, "-traditional", "-out", &key1]);
+    };
+    pair("rsa", &["-newkey", "rsa:2048"]); // traditional RSA: PKCS#1
+    pair(
         "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-        "-keyout",
-        "ec8.key",
-        "-out",
-        "ec.crt",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=localhost",
-        "-addext",
-        san,
-        "-addext",
-        leaf,
-    ]);
-    openssl(&["pkey", "-in", "ec8.key", "-traditional", "-out", "ec1.key"]);
+        &["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"],
+    ); // traditional EC: SEC1
     for (cert, key, marker) in [
         ("rsa.crt", "rsa8.key", "BEGIN PRIVATE KEY"),
         ("rsa.crt", "rsa1.key", "BEGIN RSA PRIVATE KEY"),
