@@ -89,6 +89,10 @@ struct Remote {
     /// A JWT, sent as `Authorization: Bearer`.
     #[arg(long, env = "RUNNEL_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// For an https URL: PEM certificates to trust (default: the system's), e.g. the one
+    /// `runnel cert --self-signed` wrote.
+    #[arg(long, env = "RUNNEL_CA", value_name = "FILE")]
+    ca: Option<PathBuf>,
 }
 
 impl Remote {
@@ -389,7 +393,7 @@ fn client_runtime(f: impl std::future::Future<Output = anyhow::Result<()>>) -> a
 }
 
 async fn publish(args: PubArgs) -> anyhow::Result<()> {
-    let ep = Endpoint::parse(&args.remote.url)?;
+    let ep = Endpoint::parse(&args.remote.url, args.remote.ca.as_deref())?;
     let data = match args.data {
         Some(d) => d.into_bytes(),
         None => {
@@ -418,7 +422,7 @@ async fn publish(args: PubArgs) -> anyhow::Result<()> {
 }
 
 async fn subscribe(args: SubArgs) -> anyhow::Result<()> {
-    let ep = Endpoint::parse(&args.remote.url)?;
+    let ep = Endpoint::parse(&args.remote.url, args.remote.ca.as_deref())?;
     let output = if args.data_only {
         Output::Data
     } else {

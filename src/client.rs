@@ -1,6 +1,8 @@
 //! A small HTTP/1 client for `runnel pub` and `runnel sub`.
 
 use std::io::Write;
+use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context as _, anyhow, bail};
@@ -23,31 +25,75 @@ const TOPIC_SET: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'@')
     .remove(b'/');
 
-/// Where the hub is: `http://host:port[/prefix]`.
-#[derive(Debug, Clone)]
+/// Where the hub is: `http://host:port[/prefix]` or `https://…`.
+#[derive(Clone)]
 pub struct Endpoint {
     host: String,
     port: u16,
     authority: String,
     base: String,
+    /// For https: whom to trust.
+    tls: Option<Arc<rustls::ClientConfig>>,
+}
+
+/// Where Debian, Fedora and Alpine keep the system's trusted certificates.
+const SYSTEM_ROOTS: &[&str] = &[
+    "/etc/ssl/certs/ca-certificates.crt",
+    "/etc/pki/tls/certs/ca-bundle.crt",
+    "/etc/ssl/cert.pem",
+];
+
+/// A TLS client trusting the PEM certificates in `ca`, or else the system's.
+fn tls_client(ca: Option<&Path>) -> anyhow::Result<Arc<rustls::ClientConfig>> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let (pem, from) = match ca {
+        Some(p) => (
+            std::fs::read(p).with_context(|| format!("cannot read --ca {}", p.display()))?,
+            p.display().to_string(),
+        ),
+        None => SYSTEM_ROOTS
+            .iter()
+            .find_map(|p| std::fs::read(p).ok().map(|b| (b, (*p).to_string())))
+            .ok_or_else(|| anyhow!("no system certificates found; pass --ca FILE"))?,
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_slice_iter(&pem) {
+        let c = c.with_context(|| format!("{from}: a certificate is damaged"))?;
+        // A system bundle may hold a certificate rustls cannot use; skip it.
+        let _ = roots.add(c);
+    }
+    if roots.is_empty() {
+        bail!("{from}: no usable PEM certificate in it");
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(cfg))
 }
 
 impl Endpoint {
-    pub fn parse(url: &str) -> anyhow::Result<Endpoint> {
+    /// `ca`: PEM certificates to trust for an https URL (default: the system's).
+    pub fn parse(url: &str, ca: Option<&Path>) -> anyhow::Result<Endpoint> {
         let uri: http::Uri = url
             .parse()
             .with_context(|| format!("{url:?} is not a URL"))?;
-        match uri.scheme_str() {
-            Some("http") => {}
-            Some("https") => bail!("https URLs are not supported by this client yet; use http"),
-            _ => bail!("{url:?} must start with http://"),
-        }
+        let tls = match uri.scheme_str() {
+            Some("http") => None,
+            Some("https") => Some(tls_client(ca)?),
+            _ => bail!("{url:?} must start with http:// or https://"),
+        };
         let host = uri
             .host()
             .ok_or_else(|| anyhow!("{url:?} has no host"))?
             .trim_matches(['[', ']'])
             .to_string();
-        let port = uri.port_u16().unwrap_or(80);
+        let port = uri
+            .port_u16()
+            .unwrap_or(if tls.is_some() { 443 } else { 80 });
         let authority = uri
             .authority()
             .map(|a| a.to_string())
@@ -57,6 +103,7 @@ impl Endpoint {
             port,
             authority,
             base: uri.path().trim_end_matches('/').to_string(),
+            tls,
         })
     }
 
@@ -82,12 +129,28 @@ impl Endpoint {
             .await
             .with_context(|| format!("cannot connect to {}", self.authority))?;
         let _ = tcp.set_nodelay(true);
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await?;
-        tokio::spawn(async move {
-            let _ = conn.await;
-        });
-        Ok(sender.send_request(req).await?)
+        let Some(tls) = &self.tls else {
+            return send_on(tcp, req).await;
+        };
+        let name = rustls::pki_types::ServerName::try_from(self.host.clone())
+            .with_context(|| format!("{:?} is not a host name for TLS", self.host))?;
+        let stream = tokio_rustls::TlsConnector::from(tls.clone())
+            .connect(name, tcp)
+            .await
+            .with_context(|| format!("TLS with {} failed", self.authority))?;
+        send_on(stream, req).await
     }
+}
+
+async fn send_on<T>(io: T, req: Request<Full<Bytes>>) -> anyhow::Result<http::Response<Incoming>>
+where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io)).await?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok(sender.send_request(req).await?)
 }
 
 fn topic_path(topic: &str) -> String {

@@ -279,7 +279,13 @@ pub struct Loaded {
 }
 
 /// Environment variables starting with `RUNNEL_` that are not configuration keys.
-const NON_CONFIG_ENV: &[&str] = &["RUNNEL_CONFIG", "RUNNEL_URL", "RUNNEL_KEY", "RUNNEL_TOKEN"];
+const NON_CONFIG_ENV: &[&str] = &[
+    "RUNNEL_CONFIG",
+    "RUNNEL_URL",
+    "RUNNEL_KEY",
+    "RUNNEL_TOKEN",
+    "RUNNEL_CA",
+];
 const SECTIONS: &[&str] = &["stream", "store", "limits", "auth", "cors", "tls"];
 
 /// Finds and reads the configuration file (`explicit`, then `$RUNNEL_CONFIG`, then

@@ -603,3 +603,68 @@ async fn silent_handshakes_time_out_and_shutdown_ends_h2_streams() {
         }
     }
 }
+
+/// `runnel pub` and `runnel sub` speak HTTPS, trusting `--ca`; without it they use the
+/// system's certificates, which do not include a self-signed one: a clear refusal.
+#[tokio::test]
+async fn runnel_pub_and_sub_over_https() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key, _) = make_cert(dir.path(), "a");
+    let hub = tls_hub(&cert, &key).await;
+    let url = format!("https://localhost:{}", hub.addr.port());
+    let mut sub = std::process::Command::new(bin())
+        .args(["sub", "news", "--data-only", "--url", &url, "--ca"])
+        .arg(&cert)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = sub.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    // Publish with `runnel pub` until the subscriber (connecting meanwhile) prints it. (The
+    // hub runs on this test's runtime: wait for child processes off it.)
+    let runnel = |args: Vec<String>, ca: PathBuf| {
+        tokio::task::spawn_blocking(move || {
+            std::process::Command::new(bin())
+                .args(args)
+                .env("RUNNEL_CA", ca)
+                .output()
+                .unwrap()
+        })
+    };
+    let pub_args: Vec<String> = ["pub", "news", "over https", "--url", &url]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let mut got = None;
+    for _ in 0..50 {
+        let out = runnel(pub_args.clone(), cert.clone()).await.unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if let Ok(line) = rx.try_recv() {
+            got = Some(line);
+            break;
+        }
+    }
+    let _ = sub.kill();
+    let _ = sub.wait();
+    assert_eq!(got.as_deref(), Some("over https"));
+    let out = runnel(pub_args, dir.path().join("missing.pem"))
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read --ca"));
+}
