@@ -296,7 +296,14 @@ fn check(path: Option<PathBuf>) -> ExitCode {
         config: path,
         ..ServeArgs::default()
     };
-    match load(&args) {
+    // The certificate and key are read too, so a renewal can be checked before a reload.
+    let loaded = load(&args).and_then(|(config, loaded)| {
+        if let Some(t) = &config.tls {
+            crate::tls::Tls::load(t)?;
+        }
+        Ok((config, loaded))
+    });
+    match loaded {
         Ok((config, loaded)) => {
             let file = loaded
                 .file

@@ -668,3 +668,35 @@ async fn runnel_pub_and_sub_over_https() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read --ca"));
 }
+
+/// `runnel check` reads the certificate and key too, so a renewal can be checked before a
+/// reload.
+#[test]
+fn runnel_check_reads_the_certificate_and_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key, _) = make_cert(dir.path(), "a");
+    let (_, other_key, _) = make_cert(dir.path(), "b");
+    let check = |key: &Path| {
+        let conf = dir.path().join("runnel.toml");
+        std::fs::write(
+            &conf,
+            format!("[tls]\ncert = {:?}\nkey = {:?}\n", cert, key),
+        )
+        .unwrap();
+        std::process::Command::new(bin())
+            .args(["check", "-c"])
+            .arg(&conf)
+            .output()
+            .unwrap()
+    };
+    let good = check(&key);
+    assert!(
+        good.status.success(),
+        "{}",
+        String::from_utf8_lossy(&good.stderr)
+    );
+    assert!(String::from_utf8_lossy(&good.stdout).contains("[tls]"));
+    let bad = check(&other_key);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("does not belong"));
+}
