@@ -412,54 +412,16 @@ async fn bad_certificates_and_keys_are_refused_clearly() {
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
 
-/// PKCS#8, PKCS#1 (RSA) and SEC1 (EC) keys all load; made with openssl.
+/// PKCS#8, PKCS#1 (RSA) and SEC1 (EC) keys all load and serve (fixtures made with openssl,
+/// see tests/fixtures/tls/README.md).
 #[tokio::test]
 async fn pkcs8_pkcs1_and_sec1_keys_are_accepted() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    let openssl = |args: &[&str]| {
-        let out = std::process::Command::new("openssl")
-            .args(args)
-            .current_dir(d)
-            .output()
-            .expect("openssl is installed (.ci/run installs it)");
-        assert!(
-            out.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    // A self-signed leaf for localhost (not a CA, which clients refuse as a server
-    // certificate) with a PKCS#8 key, then the key's traditional form.
-    let pair = |name: &str, newkey: &[&str]| {
-        let (key8, crt) = (format!("{name}8.key"), format!("{name}.crt"));
-        let mut args = vec![
-            "req",
-            "-x509",
-            "-nodes",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=localhost",
-        ];
-        args.extend_from_slice(&["-addext", "subjectAltName=DNS:localhost"]);
-        args.extend_from_slice(&["-addext", "basicConstraints=critical,CA:FALSE"]);
-        args.extend_from_slice(newkey);
-        args.extend_from_slice(&["-keyout", &key8, "-out", &crt]);
-        openssl(&args);
-        let key1 = format!("{name}1.key");
-        openssl(&["pkey", "-in", &key8, "-traditional", "-out", &key1]);
-    };
-    pair("rsa", &["-newkey", "rsa:2048"]); // traditional RSA: PKCS#1
-    pair(
-        "ec",
-        &["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"],
-    ); // traditional EC: SEC1
+    let d = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tls");
     for (cert, key, marker) in [
-        ("rsa.crt", "rsa8.key", "BEGIN PRIVATE KEY"),
-        ("rsa.crt", "rsa1.key", "BEGIN RSA PRIVATE KEY"),
-        ("ec.crt", "ec8.key", "BEGIN PRIVATE KEY"),
-        ("ec.crt", "ec1.key", "BEGIN EC PRIVATE KEY"),
+        ("rsa.crt", "rsa-pkcs8.key", "BEGIN PRIVATE KEY"),
+        ("rsa.crt", "rsa-pkcs1.key", "BEGIN RSA PRIVATE KEY"),
+        ("ec.crt", "ec-pkcs8.key", "BEGIN PRIVATE KEY"),
+        ("ec.crt", "ec-sec1.key", "BEGIN EC PRIVATE KEY"),
     ] {
         let pem = std::fs::read_to_string(d.join(key)).unwrap();
         assert!(pem.contains(marker), "{key}: {pem}");
