@@ -99,22 +99,8 @@ static TLS: OnceLock<tokio_rustls::TlsConnector> = OnceLock::new();
 
 /// Trusts these PEM certificates for every connection from now on (which is then TLS).
 fn use_tls(pem: &[u8]) {
-    use rustls::pki_types::CertificateDer;
-    use rustls::pki_types::pem::PemObject;
-    let mut roots = rustls::RootCertStore::empty();
-    for c in CertificateDer::pem_slice_iter(pem) {
-        roots
-            .add(c.expect("a PEM certificate"))
-            .expect("a usable certificate");
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
-    let _ = TLS.set(tokio_rustls::TlsConnector::from(Arc::new(cfg)));
+    let cfg = runnel::client::tls_from_pem(pem, &[b"http/1.1"]).expect("usable certificates");
+    let _ = TLS.set(tokio_rustls::TlsConnector::from(cfg));
 }
 
 async fn dial(addr: SocketAddr) -> Io {

@@ -45,8 +45,6 @@ const SYSTEM_ROOTS: &[&str] = &[
 
 /// A TLS client trusting the PEM certificates in `ca`, or else the system's.
 fn tls_client(ca: Option<&Path>) -> anyhow::Result<Arc<rustls::ClientConfig>> {
-    use rustls::pki_types::CertificateDer;
-    use rustls::pki_types::pem::PemObject;
     let (pem, from) = match ca {
         Some(p) => (
             std::fs::read(p).with_context(|| format!("cannot read --ca {}", p.display()))?,
@@ -57,21 +55,27 @@ fn tls_client(ca: Option<&Path>) -> anyhow::Result<Arc<rustls::ClientConfig>> {
             .find_map(|p| std::fs::read(p).ok().map(|b| (b, (*p).to_string())))
             .ok_or_else(|| anyhow!("no system certificates found; pass --ca FILE"))?,
     };
+    tls_from_pem(&pem, &[b"http/1.1"]).with_context(|| from.clone())
+}
+
+/// A TLS client (ring) trusting the PEM certificates in `pem`, offering `alpn`. Certificates
+/// rustls cannot use (a system bundle may hold some) are skipped; none usable is an error.
+pub fn tls_from_pem(pem: &[u8], alpn: &[&[u8]]) -> anyhow::Result<Arc<rustls::ClientConfig>> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
     let mut roots = rustls::RootCertStore::empty();
-    for c in CertificateDer::pem_slice_iter(&pem) {
-        let c = c.with_context(|| format!("{from}: a certificate is damaged"))?;
-        // A system bundle may hold a certificate rustls cannot use; skip it.
-        let _ = roots.add(c);
+    for c in CertificateDer::pem_slice_iter(pem) {
+        let _ = roots.add(c.context("a certificate is damaged")?);
     }
     if roots.is_empty() {
-        bail!("{from}: no usable PEM certificate in it");
+        bail!("no usable PEM certificate in it");
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
         .with_root_certificates(roots)
         .with_no_client_auth();
-    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     Ok(Arc::new(cfg))
 }
 

@@ -1128,7 +1128,6 @@ async fn idle_sessions_expire() {
 
 #[tokio::test]
 async fn runnel_sub_sends_its_token() {
-    use std::io::BufRead;
     let hub = secure_hub().await;
     let t = jwt(json!({"sub": "erin"}));
     let mut child = std::process::Command::new(bin())
@@ -1144,16 +1143,7 @@ async fn runnel_sub_sends_its_token() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stdout)
-            .lines()
-            .map_while(Result::ok)
-        {
-            let _ = tx.send(line);
-        }
-    });
+    let rx = stdout_lines(&mut child);
     // Publish to erin's personal topic until the subscriber has connected and prints it.
     let mut got = None;
     for _ in 0..50 {

@@ -4,7 +4,6 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -41,21 +40,9 @@ async fn connect(
     trusted: &[&str],
     alpn: &[&[u8]],
 ) -> TlsStream<TcpStream> {
-    let mut roots = rustls::RootCertStore::empty();
-    for pem in trusted {
-        for c in CertificateDer::pem_slice_iter(pem.as_bytes()) {
-            roots.add(c.unwrap()).unwrap();
-        }
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    let cfg = runnel::client::tls_from_pem(trusted.concat().as_bytes(), alpn).unwrap();
     let tcp = TcpStream::connect(addr).await.unwrap();
-    tokio_rustls::TlsConnector::from(Arc::new(cfg))
+    tokio_rustls::TlsConnector::from(cfg)
         .connect(ServerName::try_from("localhost").unwrap(), tcp)
         .await
         .expect("TLS handshake")
@@ -570,7 +557,6 @@ async fn silent_handshakes_time_out_and_shutdown_ends_h2_streams() {
 /// system's certificates, which do not include a self-signed one: a clear refusal.
 #[tokio::test]
 async fn runnel_pub_and_sub_over_https() {
-    use std::io::BufRead;
     let dir = tempfile::tempdir().unwrap();
     let (cert, key, _) = make_cert(dir.path(), "a");
     let hub = tls_hub(&cert, &key).await;
@@ -582,16 +568,7 @@ async fn runnel_pub_and_sub_over_https() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let stdout = sub.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stdout)
-            .lines()
-            .map_while(Result::ok)
-        {
-            let _ = tx.send(line);
-        }
-    });
+    let rx = stdout_lines(&mut sub);
     // Publish with `runnel pub` until the subscriber (connecting meanwhile) prints it. (The
     // hub runs on this test's runtime: wait for child processes off it.)
     let runnel = |args: Vec<String>, ca: PathBuf| {

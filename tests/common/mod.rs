@@ -683,3 +683,18 @@ pub async fn eventually(t: Duration, mut f: impl AsyncFnMut() -> bool) -> bool {
     }
     false
 }
+
+/// The lines a child prints on its standard output, as they come (read on a thread).
+#[allow(dead_code)]
+pub fn stdout_lines(child: &mut Child) -> std::sync::mpsc::Receiver<String> {
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
