@@ -14,7 +14,8 @@
 //!   already read put back in front, so hyper parses (and answers) it as usual; so does
 //!   whatever follows a non-stream answer on a kept-alive connection.
 
-use std::future::poll_fn;
+use std::convert::Infallible;
+use std::future::{Future, poll_fn};
 use std::io::{self, IoSlice};
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -27,7 +28,7 @@ use http::{Method, Request, StatusCode, Uri, Version};
 use http_body::Body as _;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
-use hyper::service::service_fn;
+use hyper::service::{Service, service_fn};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::Watcher;
@@ -35,6 +36,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::runtime::Handle;
 
+use crate::config::LimitsConfig;
 use crate::http::{self as api, Body, ReqBody};
 use crate::hub::Hub;
 use crate::io::WriteTimeout;
@@ -123,7 +125,7 @@ enum Head {
 
 async fn read_head(hub: &Hub, sock: &TcpStream, shutdown: &Shutdown) -> Head {
     let limits = &hub.config.limits;
-    let max = usize::try_from(limits.max_header_bytes.0).unwrap_or(16 << 10);
+    let max = header_limit(limits);
     let read = async {
         let mut buf: Vec<u8> = Vec::with_capacity(FIRST_READ.min(max));
         loop {
@@ -359,21 +361,17 @@ pub async fn serve_tls(
         },
         _ = shutdown.wait() => return,
     };
-    let h = hub.clone();
-    let service = service_fn(move |req: Request<Incoming>| {
-        api::handle(h.clone(), req.map(ReqBody::Hyper), peer)
-    });
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(limits.request_timeout.0)
-        .max_buf_size(usize::try_from(limits.max_header_bytes.0).unwrap_or(16 << 10));
+        .max_buf_size(header_limit(limits));
     builder
         .http2()
         .timer(TokioTimer::new())
-        .max_header_list_size(u32::try_from(limits.max_header_bytes.0).unwrap_or(16 << 10));
-    let conn = builder.serve_connection(TokioIo::new(tls_stream), service);
+        .max_header_list_size(u32::try_from(header_limit(limits)).unwrap_or(u32::MAX));
+    let conn = builder.serve_connection(TokioIo::new(tls_stream), service(&hub, peer));
     if let Err(e) = watcher.watch(conn).await {
         tracing::debug!(%peer, error = %e, "TLS connection ended with an error");
     }
@@ -388,20 +386,37 @@ async fn hyper_conn(
     watcher: Watcher,
 ) {
     let limits = &hub.config.limits;
-    let h = hub.clone();
-    let service = service_fn(move |req: Request<Incoming>| {
-        api::handle(h.clone(), req.map(ReqBody::Hyper), peer)
-    });
     // The header timeout also closes connections that never send a request, and idle
     // keep-alive connections between requests.
     let conn = http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(limits.request_timeout.0)
-        .max_buf_size(usize::try_from(limits.max_header_bytes.0).unwrap_or(16 << 10))
-        .serve_connection(TokioIo::new(Rewind { pre, inner: io }), service);
+        .max_buf_size(header_limit(limits))
+        .serve_connection(TokioIo::new(Rewind { pre, inner: io }), service(&hub, peer));
     if let Err(e) = watcher.watch(conn).await {
         tracing::debug!(%peer, error = %e, "connection ended with an error");
     }
+}
+
+/// The hyper service of one connection, plain or TLS: every request goes to the API.
+fn service(
+    hub: &Hub,
+    peer: SocketAddr,
+) -> impl Service<
+    Request<Incoming>,
+    Response = api::Resp,
+    Error = Infallible,
+    Future = impl Future<Output = Result<api::Resp, Infallible>> + Send + 'static,
+> + Clone {
+    let hub = hub.clone();
+    service_fn(move |req: Request<Incoming>| {
+        api::handle(hub.clone(), req.map(ReqBody::Hyper), peer)
+    })
+}
+
+/// How large a request head may grow (`limits.max_header_bytes`), for hyper's builders.
+fn header_limit(limits: &LimitsConfig) -> usize {
+    usize::try_from(limits.max_header_bytes.0).unwrap_or(16 << 10)
 }
 
 /// A socket that first yields bytes already read from it.
