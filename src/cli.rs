@@ -61,8 +61,9 @@ struct ServeArgs {
 
 #[derive(Args, Debug)]
 struct CertArgs {
-    /// A self-signed certificate (the only kind this command makes).
-    #[arg(long, required = true)]
+    /// A self-signed certificate (the only kind this command makes; required, so that a
+    /// later kind cannot be made by mistake).
+    #[arg(long)]
     self_signed: bool,
     /// Host names and IP addresses the certificate is for, comma-separated.
     #[arg(long, value_delimiter = ',', required = true)]
@@ -359,7 +360,12 @@ fn cert(args: CertArgs) -> anyhow::Result<()> {
     use anyhow::Context as _;
     use std::io::Write as _;
     use std::os::unix::fs::OpenOptionsExt as _;
-    let _ = args.self_signed;
+    if !args.self_signed {
+        anyhow::bail!(
+            "runnel cert only makes self-signed certificates: pass --self-signed \
+             (for a certificate from a CA, point [tls] at its files; see docs/tls.md)"
+        );
+    }
     for p in [&args.cert, &args.key] {
         if p.exists() && !args.force {
             anyhow::bail!("{} exists; pass --force to replace it", p.display());

@@ -501,6 +501,14 @@ fn runnel_cert_writes_a_usable_pair() {
         .unwrap();
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("neither a host name"));
+    let unsaid = std::process::Command::new(bin())
+        .args(["cert", "--hosts", "pi.local"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(!unsaid.status.success());
+    assert!(String::from_utf8_lossy(&unsaid.stderr).contains("pass --self-signed"));
+    assert!(!dir.path().join("runnel.crt").exists() && !dir.path().join("runnel.key").exists());
 }
 
 /// A connection that never finishes its handshake is closed after `limits.request_timeout`;
