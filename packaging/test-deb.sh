@@ -35,6 +35,14 @@ check "system user" test "$(getent passwd runnel | cut -d: -f3)" -lt 1000
 check "no login shell" sh -c 'getent passwd runnel | cut -d: -f7 | grep -q nologin'
 check "unit installed" test -f /usr/lib/systemd/system/runnel.service
 check "unit enabled" test -L /etc/systemd/system/multi-user.target.wants/runnel.service
+links_resolve() {
+  local doc=/usr/share/doc/runnel/README.md link
+  for link in $(grep -o '](docs/[^)#]*' "$doc" | cut -c3- | sort -u); do
+    [ -e "/usr/share/doc/runnel/$link" ] || { echo "missing: $link" >&2; return 1; }
+  done
+}
+check "the installed README's links resolve" links_resolve
+check "man page" test -f /usr/share/man/man1/runnel.1.gz
 key=$(cat /etc/runnel/admin-key)
 check "admin key is long" test "${#key}" -ge 40
 check "secrets hold the key's hash" grep -q "$(printf %s "$key" | sha256sum | cut -d' ' -f1)" /etc/runnel/secrets.toml
