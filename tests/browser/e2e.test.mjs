@@ -49,15 +49,12 @@ function freePort() {
   });
 }
 
-function writeConfig() {
-  const cfg = `
-listen = "127.0.0.1:${hubPort}"
-data_dir = "${dataDir}/data"
+// A hub's configuration: the auth both hubs share, then the sections given.
+function hubToml(port, dir, sections) {
+  return `
+listen = "127.0.0.1:${port}"
+data_dir = "${dir}/data"
 log = "warn"
-[stream]
-retry = "1500ms"
-heartbeat = "2s"
-shutdown_grace = "1s"
 [auth]
 jwt_secret = "${SECRET}"
 leeway = "0s"
@@ -66,10 +63,18 @@ anonymous_subscribe = ["public"]
 name = "ops"
 key_sha256 = "${sha(ADMIN_KEY)}"
 admin = true
+${sections}`;
+}
+
+function writeConfig() {
+  writeFileSync(join(dataDir, "runnel.toml"), hubToml(hubPort, dataDir, `
+[stream]
+retry = "1500ms"
+heartbeat = "2s"
+shutdown_grace = "1s"
 [cors]
 allow_origins = ["http://127.0.0.1:${appPort}"]
-`;
-  writeFileSync(join(dataDir, "runnel.toml"), cfg);
+`));
 }
 
 async function startHub() {
@@ -390,21 +395,11 @@ test("over HTTPS (HTTP/2) ten EventSources to one origin all receive; HTTP/1.1 s
   execFileSync(BIN, ["cert", "--self-signed", "--hosts", "127.0.0.1,localhost",
     "--cert", join(dir, "hub.crt"), "--key", join(dir, "hub.key")]);
   const port = await freePort();
-  writeFileSync(join(dir, "runnel.toml"), `
-listen = "127.0.0.1:${port}"
-data_dir = "${dir}/data"
-log = "warn"
+  writeFileSync(join(dir, "runnel.toml"), hubToml(port, dir, `
 [tls]
 cert = "${dir}/hub.crt"
 key = "${dir}/hub.key"
-[auth]
-jwt_secret = "${SECRET}"
-anonymous_subscribe = ["public"]
-[[auth.api_keys]]
-name = "ops"
-key_sha256 = "${sha(ADMIN_KEY)}"
-admin = true
-`);
+`));
   const tlsHub = spawn(BIN, ["serve", "-c", join(dir, "runnel.toml")], { stdio: ["ignore", "inherit", "inherit"] });
   const openTen = (page) => page.evaluate(() => {
     window.opened = 0;
