@@ -9,8 +9,10 @@
 #   - `systemctl restart` ends streams with `event: shutdown` and the log survives it;
 #   - the watchdog is pinged, and a hub that stops pinging is killed and restarted;
 #   - a killed hub is restarted (Restart=on-failure);
-#   - an upgrade restarts it and keeps secrets and the log; remove stops it; purge leaves
-#     no unit, user, configuration or data behind.
+#   - an upgrade restarts it and keeps secrets and the log;
+#   - HTTPS as the packaged configuration describes it, and `systemctl reload` serving a
+#     renewed certificate without a restart;
+#   - remove stops it; purge leaves no unit, user, configuration or data behind.
 #
 #   sudo packaging/test-systemd.sh target/x86_64-unknown-linux-gnu/debian/runnel_0.1.0-1_amd64.deb
 #
@@ -167,6 +169,27 @@ replay=$(curl -sN --max-time 2 -H "X-API-Key: $key" \
   "http://127.0.0.1:8080/events?topic=news&last_event_id=earliest")
 case "$replay" in *"data: first"*"data: second"*) ;; *) fail "the upgrade lost events" ;; esac
 ok "upgrade: restarted, secrets and log kept"
+
+# HTTPS as the packaged configuration describes it, and a certificate renewed by reload.
+runnel cert --self-signed --hosts 127.0.0.1,localhost \
+  --cert /etc/runnel/tls.crt --key /etc/runnel/tls.key >/dev/null || fail "runnel cert"
+chgrp runnel /etc/runnel/tls.key && chmod 0640 /etc/runnel/tls.key
+cp /etc/runnel/tls.crt /root/first.crt
+sed -i 's/^# \[tls\]$/[tls]/; s/^# cert = /cert = /; s/^# key = /key = /' /etc/runnel/runnel.toml
+systemctl restart runnel || fail "restart with [tls]"
+curl -fsS --cacert /root/first.crt https://127.0.0.1:8080/health >/dev/null || fail "HTTPS with the packaged [tls]"
+pid=$(prop MainPID)
+runnel cert --self-signed --hosts 127.0.0.1,localhost --force \
+  --cert /etc/runnel/tls.crt --key /etc/runnel/tls.key >/dev/null || fail "runnel cert --force"
+chgrp runnel /etc/runnel/tls.key && chmod 0640 /etc/runnel/tls.key
+curl -fsS --cacert /etc/runnel/tls.crt https://127.0.0.1:8080/health >/dev/null 2>&1 \
+  && fail "the new certificate was served before the reload"
+systemctl reload runnel || fail "reload for the certificate"
+wait_for 5 journal_has 'TLS certificate reloaded' || fail "certificate reload not logged"
+curl -fsS --cacert /etc/runnel/tls.crt https://127.0.0.1:8080/health >/dev/null || fail "new certificate not served"
+[ "$(prop MainPID)" = "$pid" ] || fail "the certificate reload replaced the process"
+rm /etc/runnel/tls.crt /etc/runnel/tls.key  # made by the owner, so not the package's to purge
+ok "HTTPS as packaged; systemctl reload serves a renewed certificate in the same process"
 
 apt-get remove -y runnel >/dev/null 2>&1 || fail remove
 systemctl is-active -q runnel && fail "still running after remove"
