@@ -13,6 +13,9 @@
 //! - any other request, malformed or oversized heads included, goes to hyper with the bytes
 //!   already read put back in front, so hyper parses (and answers) it as usual; so does
 //!   whatever follows a non-stream answer on a kept-alive connection.
+//!
+//! HTTPS connections that ALPN puts on HTTP/1.1 are served the same way over rustls; on
+//! HTTP/2, where one connection carries many streams, hyper serves everything.
 
 use std::convert::Infallible;
 use std::future::{Future, poll_fn};
@@ -27,12 +30,11 @@ use http::header::{CONNECTION, CONTENT_LENGTH, HeaderName, HeaderValue, TRANSFER
 use http::{Method, Request, StatusCode, Uri, Version};
 use http_body::Body as _;
 use hyper::body::Incoming;
-use hyper::server::conn::http1;
+use hyper::server::conn::{http1, http2};
 use hyper::service::{Service, service_fn};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::Watcher;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::runtime::Handle;
 
@@ -59,13 +61,49 @@ pub async fn serve(
     shutdown: Shutdown,
     streams: Handle,
 ) {
-    let mut io = WriteTimeout::new(stream, hub.config.limits.write_timeout.0);
+    let io = WriteTimeout::new(stream, hub.config.limits.write_timeout.0);
     // Boxed: the reading state is large and short-lived; the task keeps only what a
     // stream needs.
-    let head = Box::pin(read_head(&hub, io.get_ref(), &shutdown)).await;
-    match head {
-        Head::Closed => {}
-        Head::Other(pre) => Box::pin(hyper_conn(hub, io, peer, pre, watcher)).await,
+    match Box::pin(first_request(&hub, io, peer, &shutdown)).await {
+        First::Done => {}
+        First::Hyper { io, pre } => Box::pin(hyper_conn(hub, io, peer, pre, watcher)).await,
+        First::Stream { io, head, body } => {
+            let timeout = hub.config.limits.write_timeout.0;
+            let Ok(sock) = io.into_inner().into_std() else {
+                return;
+            };
+            streams.spawn(async move {
+                let Ok(sock) = TcpStream::from_std(sock) else {
+                    return;
+                };
+                let mut io = WriteTimeout::new(sock, timeout);
+                write_stream(&mut io, head, body).await;
+                drop(watcher);
+            });
+        }
+    }
+}
+
+/// What the first request on a connection came to.
+enum First<S> {
+    /// Answered and closed, or nothing usable came.
+    Done,
+    /// For hyper, with the bytes already read put back in front.
+    Hyper { io: S, pre: Bytes },
+    /// An event stream: its response head, then its frames.
+    Stream { io: S, head: Vec<u8>, body: SseBody },
+}
+
+/// Reads the first request head; answers it here if it asks for an event stream.
+async fn first_request<S: AsyncRead + AsyncWrite + Unpin>(
+    hub: &Hub,
+    mut io: S,
+    peer: SocketAddr,
+    shutdown: &Shutdown,
+) -> First<S> {
+    match read_head(hub, &mut io, shutdown).await {
+        Head::Closed => First::Done,
+        Head::Other(pre) => First::Hyper { io, pre },
         Head::Stream {
             req,
             keep_alive,
@@ -74,39 +112,36 @@ pub async fn serve(
             let Ok(resp) = Box::pin(api::handle(hub.clone(), *req, peer)).await;
             let (parts, body) = resp.into_parts();
             match body {
-                Body::Sse(body) => {
-                    let head = response_head(parts.status, &parts.headers, None, false);
-                    drop(parts);
-                    let timeout = hub.config.limits.write_timeout.0;
-                    let Ok(sock) = io.into_inner().into_std() else {
-                        return;
-                    };
-                    streams.spawn(async move {
-                        let Ok(sock) = TcpStream::from_std(sock) else {
-                            return;
-                        };
-                        let mut io = WriteTimeout::new(sock, timeout);
-                        if io.write_all(&head).await.is_ok() {
-                            drop(head);
-                            stream_events(&mut io, body).await;
-                        }
-                        drop(watcher);
-                    });
-                }
+                Body::Sse(body) => First::Stream {
+                    io,
+                    head: response_head(parts.status, &parts.headers, None, false),
+                    body,
+                },
                 Body::Full(b) => {
                     let b = b.unwrap_or_default();
                     let head =
                         response_head(parts.status, &parts.headers, Some(b.len()), !keep_alive);
                     drop(parts);
-                    let sent = io.write_all(&head).await.is_ok() && io.write_all(&b).await.is_ok();
+                    let sent = io.write_all(&head).await.is_ok()
+                        && io.write_all(&b).await.is_ok()
+                        && io.flush().await.is_ok();
                     if sent && keep_alive {
-                        Box::pin(hyper_conn(hub, io, peer, rest, watcher)).await;
+                        First::Hyper { io, pre: rest }
                     } else {
                         let _ = io.shutdown().await;
+                        First::Done
                     }
                 }
             }
         }
+    }
+}
+
+/// Writes a stream's response head, then its frames until it ends or the client goes away.
+async fn write_stream<S: AsyncRead + AsyncWrite + Unpin>(io: &mut S, head: Vec<u8>, body: SseBody) {
+    if io.write_all(&head).await.is_ok() && io.flush().await.is_ok() {
+        drop(head);
+        stream_events(io, body).await;
     }
 }
 
@@ -123,7 +158,7 @@ enum Head {
     },
 }
 
-async fn read_head(hub: &Hub, sock: &TcpStream, shutdown: &Shutdown) -> Head {
+async fn read_head<S: AsyncRead + Unpin>(hub: &Hub, io: &mut S, shutdown: &Shutdown) -> Head {
     let limits = &hub.config.limits;
     let max = header_limit(limits);
     let read = async {
@@ -136,14 +171,9 @@ async fn read_head(hub: &Hub, sock: &TcpStream, shutdown: &Shutdown) -> Head {
                 }
                 buf.reserve((buf.len() * 2).min(max) - buf.len());
             }
-            if sock.readable().await.is_err() {
-                return Head::Closed;
-            }
-            match sock.try_read_buf(&mut buf) {
-                Ok(0) => return Head::Closed,
+            match io.read_buf(&mut buf).await {
+                Ok(0) | Err(_) => return Head::Closed,
                 Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                Err(_) => return Head::Closed,
             }
             match parse_head(&buf) {
                 Parsed::Partial => {}
@@ -271,22 +301,30 @@ fn response_head(
 }
 
 /// Writes the stream's frames as chunks until it ends or the client goes away.
-async fn stream_events(io: &mut WriteTimeout<TcpStream>, mut body: SseBody) {
+async fn stream_events<S: AsyncRead + AsyncWrite + Unpin>(io: &mut S, mut body: SseBody) {
     enum Step {
         Frame(Option<Bytes>),
-        Readable,
         Gone,
     }
+    // Nothing is expected from the client: what it sends is read into a few bytes of stack
+    // and dropped, only to see it hang up.
+    let mut probe = [0u8; 64];
     loop {
         let step = poll_fn(|cx| {
             if let Poll::Ready(f) = Pin::new(&mut body).poll_frame(cx) {
                 let data = f.and_then(|f| f.ok()).and_then(|f| f.into_data().ok());
                 return Poll::Ready(Step::Frame(data));
             }
-            match io.get_ref().poll_read_ready(cx) {
-                Poll::Ready(Ok(())) => Poll::Ready(Step::Readable),
-                Poll::Ready(Err(_)) => Poll::Ready(Step::Gone),
-                Poll::Pending => Poll::Pending,
+            loop {
+                let mut buf = ReadBuf::new(&mut probe);
+                match Pin::new(&mut *io).poll_read(cx, &mut buf) {
+                    Poll::Ready(Ok(())) if buf.filled().is_empty() => {
+                        return Poll::Ready(Step::Gone);
+                    }
+                    Poll::Ready(Ok(())) => {}
+                    Poll::Ready(Err(_)) => return Poll::Ready(Step::Gone),
+                    Poll::Pending => return Poll::Pending,
+                }
             }
         })
         .await;
@@ -299,26 +337,18 @@ async fn stream_events(io: &mut WriteTimeout<TcpStream>, mut body: SseBody) {
             Step::Frame(None) => {
                 // The stream ended (closed by the hub): finish the body properly.
                 let _ = io.write_all(b"0\r\n\r\n").await;
+                let _ = io.flush().await;
                 let _ = io.shutdown().await;
                 return;
-            }
-            Step::Readable => {
-                // Nothing is expected from the client; EOF or an error means it is gone.
-                let mut probe = [0u8; 64];
-                match io.get_ref().try_read(&mut probe) {
-                    Ok(0) => return,
-                    Ok(_) => {}
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                    Err(_) => return,
-                }
             }
             Step::Gone => return,
         }
     }
 }
 
-/// One chunk: size line, data, CRLF, in one vectored write when the socket takes it.
-async fn write_chunk(io: &mut WriteTimeout<TcpStream>, data: &[u8]) -> io::Result<()> {
+/// One chunk: size line, data, CRLF, in one vectored write when the socket takes it, then
+/// a flush (which sends it on a TLS connection; a no-op on a plain one).
+async fn write_chunk<S: AsyncWrite + Unpin>(io: &mut S, data: &[u8]) -> io::Result<()> {
     if data.is_empty() {
         return Ok(());
     }
@@ -329,13 +359,15 @@ async fn write_chunk(io: &mut WriteTimeout<TcpStream>, data: &[u8]) -> io::Resul
         let _ = write!(c, "{:x}\r\n", data.len());
         c.position() as usize
     };
-    let mut chunk = (&size[..n]).chain(data).chain(&b"\r\n"[..]);
-    io.write_all_buf(&mut chunk).await
+    let mut chunk = Buf::chain(Buf::chain(&size[..n], data), &b"\r\n"[..]);
+    io.write_all_buf(&mut chunk).await?;
+    io.flush().await
 }
 
 /// Serves one HTTPS connection: the handshake (bounded by `limits.request_timeout`, and
-/// given up at shutdown), then HTTP/2 or HTTP/1.1 as ALPN chose, through hyper. Event
-/// streams over TLS are hyper's like every other response.
+/// given up at shutdown), then what ALPN chose. HTTP/2 goes to hyper. HTTP/1.1 is served
+/// like a plain connection: an event stream is written here, without hyper's buffers, and
+/// stays on this runtime (rustls's state cannot move between runtimes' sockets).
 pub async fn serve_tls(
     hub: Hub,
     stream: TcpStream,
@@ -361,30 +393,31 @@ pub async fn serve_tls(
         },
         _ = shutdown.wait() => return,
     };
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
+    if tls_stream.get_ref().1.alpn_protocol() != Some(b"h2".as_slice()) {
+        match Box::pin(first_request(&hub, tls_stream, peer, &shutdown)).await {
+            First::Done => {}
+            First::Hyper { io, pre } => Box::pin(hyper_conn(hub, io, peer, pre, watcher)).await,
+            First::Stream { mut io, head, body } => {
+                write_stream(&mut io, head, body).await;
+                drop(watcher);
+            }
+        }
+        return;
+    }
+    let conn = http2::Builder::new(TokioExecutor::new())
         .timer(TokioTimer::new())
-        .header_read_timeout(limits.request_timeout.0)
-        .max_buf_size(header_limit(limits));
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_header_list_size(u32::try_from(header_limit(limits)).unwrap_or(u32::MAX));
-    let conn = builder.serve_connection(TokioIo::new(tls_stream), service(&hub, peer));
+        .max_header_list_size(u32::try_from(header_limit(limits)).unwrap_or(u32::MAX))
+        .serve_connection(TokioIo::new(tls_stream), service(&hub, peer));
     if let Err(e) = watcher.watch(conn).await {
-        tracing::debug!(%peer, error = %e, "TLS connection ended with an error");
+        tracing::debug!(%peer, error = %e, "HTTP/2 connection ended with an error");
     }
 }
 
 /// Hands the connection to hyper; `pre` is what was already read from it.
-async fn hyper_conn(
-    hub: Hub,
-    io: WriteTimeout<TcpStream>,
-    peer: SocketAddr,
-    pre: Bytes,
-    watcher: Watcher,
-) {
+async fn hyper_conn<S>(hub: Hub, io: S, peer: SocketAddr, pre: Bytes, watcher: Watcher)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let limits = &hub.config.limits;
     // The header timeout also closes connections that never send a request, and idle
     // keep-alive connections between requests.

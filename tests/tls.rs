@@ -647,3 +647,114 @@ fn runnel_check_reads_the_certificate_and_key() {
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("does not belong"));
 }
+
+/// Streams open on the hub, from `/stats`.
+async fn open_streams(hub: &TestHub, ca: &str) -> u64 {
+    let (_, stats) = call(hub.addr, ca, "GET", "/stats", None).await;
+    stats["connections"]["total"].as_u64().unwrap()
+}
+
+async fn eventually_no_streams(hub: &TestHub, ca: &str, what: &str) {
+    for _ in 0..100 {
+        if open_streams(hub, ca).await == 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{what}: the stream is still registered after 5 s");
+}
+
+/// HTTP/1.1 over TLS is served like plain HTTP/1.1 (streams written by the hub itself, not
+/// through hyper): the framing is chunked, a client that hangs up, with or without
+/// close_notify, is noticed at once, and a non-stream answer keeps the connection for the
+/// next request.
+#[tokio::test]
+async fn http1_tls_streams_see_hang_ups_and_keep_alive_works() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key, ca) = make_cert(dir.path(), "a");
+    let hub = tls_hub(&cert, &key).await;
+
+    for close_notify in [true, false] {
+        let mut tls = connect(hub.addr, &[&ca], &[b"http/1.1"]).await;
+        tls.write_all(b"GET /events?topic=h HTTP/1.1\r\nhost: localhost\r\n\r\n")
+            .await
+            .unwrap();
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !String::from_utf8_lossy(&seen).contains("event: connected") {
+            let n = tokio::time::timeout(Duration::from_secs(5), tls.read(&mut buf))
+                .await
+                .expect("the stream answers")
+                .unwrap();
+            assert!(n > 0, "closed early: {}", String::from_utf8_lossy(&seen));
+            seen.extend_from_slice(&buf[..n]);
+        }
+        let head = String::from_utf8_lossy(&seen).to_lowercase();
+        assert!(head.starts_with("http/1.1 200 ok\r\n"), "{head}");
+        assert!(head.contains("transfer-encoding: chunked\r\n"), "{head}");
+        assert_eq!(open_streams(&hub, &ca).await, 1);
+        publish(&hub, &ca, json!({"topic": "h", "data": "one"})).await;
+        while !String::from_utf8_lossy(&seen).contains("data: one") {
+            let n = tokio::time::timeout(Duration::from_secs(5), tls.read(&mut buf))
+                .await
+                .expect("the event arrives")
+                .unwrap();
+            assert!(n > 0);
+            seen.extend_from_slice(&buf[..n]);
+        }
+        if close_notify {
+            tls.shutdown().await.unwrap();
+            eventually_no_streams(&hub, &ca, "after close_notify").await;
+            drop(tls);
+        } else {
+            drop(tls);
+            eventually_no_streams(&hub, &ca, "after a bare TCP close").await;
+        }
+    }
+
+    // A refused stream (bad topic) is answered here; the connection stays open for hyper.
+    let tls = connect(hub.addr, &[&ca], &[b"http/1.1"]).await;
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let resp = send.send_request(get("/events?topic=", &[])).await.unwrap();
+    assert_eq!(resp.status(), 400);
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    assert!(String::from_utf8_lossy(&body).contains("\"error\""));
+    let resp = send.send_request(get("/health", &[])).await.unwrap();
+    assert_eq!(resp.status(), 200);
+
+    // At shutdown the stream gets `event: shutdown` and a finished chunked body.
+    let mut tls = connect(hub.addr, &[&ca], &[b"http/1.1"]).await;
+    tls.write_all(b"GET /events?topic=h HTTP/1.1\r\nhost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&seen).contains("event: connected") {
+        let n = tls.read(&mut buf).await.unwrap();
+        assert!(n > 0);
+        seen.extend_from_slice(&buf[..n]);
+    }
+    let mut hub = hub;
+    let stopping = tokio::spawn(async move {
+        hub.stop().await;
+    });
+    let rest = tokio::time::timeout(Duration::from_secs(10), async {
+        let mut rest = Vec::new();
+        loop {
+            match tls.read(&mut buf).await {
+                Ok(0) | Err(_) => return rest,
+                Ok(n) => rest.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await
+    .expect("the stream ends at shutdown");
+    let rest = String::from_utf8_lossy(&rest);
+    assert!(rest.contains("event: shutdown"), "{rest}");
+    assert!(rest.ends_with("0\r\n\r\n"), "{rest:?}");
+    stopping.await.unwrap();
+}
