@@ -138,24 +138,24 @@ ping1=$(prop WatchdogTimestampMonotonic)
 wait_for 5 sh -c "[ \"\$(systemctl show -P WatchdogTimestampMonotonic runnel)\" != '$ping1' ]" \
   || fail "no watchdog ping within 5 s (WatchdogSec=2s)"
 ok "WATCHDOG=1 pings arrive"
-pid=$(prop MainPID)
-restarts=$(prop NRestarts)
-kill -STOP "$pid"
-wait_for 15 sh -c "[ \"\$(systemctl show -P NRestarts runnel)\" -gt $restarts ]" \
-  || fail "a frozen hub was not restarted"
-wait_for 10 systemctl is-active -q runnel || fail "not active after the watchdog restart"
-[ "$(prop MainPID)" != "$pid" ] || fail "same process after the watchdog restart"
+# restarted_after <signal> <seconds>: sends the signal to the hub; true once systemd has
+# restarted it (a new, active process) within the time.
+restarted_after() {
+  local pid restarts
+  pid=$(prop MainPID)
+  restarts=$(prop NRestarts)
+  kill "-$1" "$pid"
+  wait_for "$2" sh -c "[ \"\$(systemctl show -P NRestarts runnel)\" -gt $restarts ]" &&
+    wait_for 10 systemctl is-active -q runnel &&
+    [ "$(prop MainPID)" != "$pid" ]
+}
+restarted_after STOP 15 || fail "a frozen hub was not restarted"
 journalctl -u runnel --no-pager | grep -qi 'watchdog' || fail "watchdog timeout not in the journal"
 ok "a hub that stops pinging is killed and restarted"
 rm -r /etc/systemd/system/runnel.service.d
 systemctl daemon-reload
 
-pid=$(prop MainPID)
-restarts=$(prop NRestarts)
-kill -KILL "$pid"
-wait_for 10 sh -c "[ \"\$(systemctl show -P NRestarts runnel)\" -gt $restarts ]" \
-  || fail "a killed hub was not restarted"
-wait_for 10 systemctl is-active -q runnel || fail "not active after kill -9"
+restarted_after KILL 10 || fail "a killed hub was not restarted"
 curl -fsS http://127.0.0.1:8080/health >/dev/null || fail "health after kill -9"
 ok "Restart=on-failure brings a killed hub back"
 

@@ -664,6 +664,35 @@ async fn eventually_no_streams(hub: &TestHub, ca: &str, what: &str) {
     panic!("{what}: the stream is still registered after 5 s");
 }
 
+/// Reads from `tls` into `seen` until it holds `needle` (within 5 s).
+async fn read_until(tls: &mut TlsStream<TcpStream>, seen: &mut Vec<u8>, needle: &str) {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(seen).contains(needle) {
+        let n = tokio::time::timeout(Duration::from_secs(5), tls.read(&mut buf))
+            .await
+            .unwrap_or_else(|_| panic!("no {needle:?} within 5 s"))
+            .unwrap();
+        assert!(
+            n > 0,
+            "closed before {needle:?}: {}",
+            String::from_utf8_lossy(seen)
+        );
+        seen.extend_from_slice(&buf[..n]);
+    }
+}
+
+/// An event stream on its own HTTP/1.1 TLS connection, read up to its `connected` event.
+async fn h1_stream(hub: &TestHub, ca: &str, topic: &str) -> (TlsStream<TcpStream>, Vec<u8>) {
+    use tokio::io::AsyncWriteExt;
+    let mut tls = connect(hub.addr, &[ca], &[b"http/1.1"]).await;
+    let req = format!("GET /events?topic={topic} HTTP/1.1\r\nhost: localhost\r\n\r\n");
+    tls.write_all(req.as_bytes()).await.unwrap();
+    let mut seen = Vec::new();
+    read_until(&mut tls, &mut seen, "event: connected").await;
+    (tls, seen)
+}
+
 /// HTTP/1.1 over TLS is served like plain HTTP/1.1 (streams written by the hub itself, not
 /// through hyper): the framing is chunked, a client that hangs up, with or without
 /// close_notify, is noticed at once, and a non-stream answer keeps the connection for the
@@ -676,33 +705,13 @@ async fn http1_tls_streams_see_hang_ups_and_keep_alive_works() {
     let hub = tls_hub(&cert, &key).await;
 
     for close_notify in [true, false] {
-        let mut tls = connect(hub.addr, &[&ca], &[b"http/1.1"]).await;
-        tls.write_all(b"GET /events?topic=h HTTP/1.1\r\nhost: localhost\r\n\r\n")
-            .await
-            .unwrap();
-        let mut seen = Vec::new();
-        let mut buf = [0u8; 4096];
-        while !String::from_utf8_lossy(&seen).contains("event: connected") {
-            let n = tokio::time::timeout(Duration::from_secs(5), tls.read(&mut buf))
-                .await
-                .expect("the stream answers")
-                .unwrap();
-            assert!(n > 0, "closed early: {}", String::from_utf8_lossy(&seen));
-            seen.extend_from_slice(&buf[..n]);
-        }
+        let (mut tls, mut seen) = h1_stream(&hub, &ca, "h").await;
         let head = String::from_utf8_lossy(&seen).to_lowercase();
         assert!(head.starts_with("http/1.1 200 ok\r\n"), "{head}");
         assert!(head.contains("transfer-encoding: chunked\r\n"), "{head}");
         assert_eq!(open_streams(&hub, &ca).await, 1);
         publish(&hub, &ca, json!({"topic": "h", "data": "one"})).await;
-        while !String::from_utf8_lossy(&seen).contains("data: one") {
-            let n = tokio::time::timeout(Duration::from_secs(5), tls.read(&mut buf))
-                .await
-                .expect("the event arrives")
-                .unwrap();
-            assert!(n > 0);
-            seen.extend_from_slice(&buf[..n]);
-        }
+        read_until(&mut tls, &mut seen, "data: one").await;
         if close_notify {
             tls.shutdown().await.unwrap();
             eventually_no_streams(&hub, &ca, "after close_notify").await;
@@ -727,17 +736,8 @@ async fn http1_tls_streams_see_hang_ups_and_keep_alive_works() {
     assert_eq!(resp.status(), 200);
 
     // At shutdown the stream gets `event: shutdown` and a finished chunked body.
-    let mut tls = connect(hub.addr, &[&ca], &[b"http/1.1"]).await;
-    tls.write_all(b"GET /events?topic=h HTTP/1.1\r\nhost: localhost\r\n\r\n")
-        .await
-        .unwrap();
-    let mut seen = Vec::new();
+    let (mut tls, _) = h1_stream(&hub, &ca, "h").await;
     let mut buf = [0u8; 4096];
-    while !String::from_utf8_lossy(&seen).contains("event: connected") {
-        let n = tls.read(&mut buf).await.unwrap();
-        assert!(n > 0);
-        seen.extend_from_slice(&buf[..n]);
-    }
     let mut hub = hub;
     let stopping = tokio::spawn(async move {
         hub.stop().await;
