@@ -76,8 +76,8 @@ wait_for() {  # wait_for <seconds> <command...>
 has() { grep -q -- "$2" "$1"; }
 journal_has() { journalctl -u runnel --no-pager | grep -q -- "$1"; }
 
-# As on a user's machine, apt fetches what the package depends on and the system lacks.
-apt-get update -q >/root/update.log 2>&1 || { cat /root/update.log; fail "apt-get update"; }
+# What the package depends on and this minimal system lacks was fetched before the boot
+# (the booted system has no network of its own); apt installs it from its cache.
 apt-get install -y /root/runnel.deb >/root/install.log 2>&1 || { cat /root/install.log; fail "apt install"; }
 systemctl is-active -q runnel || fail "not active after apt install"
 ok "apt install started the service; it is active, so it sent READY=1"
@@ -222,9 +222,14 @@ UNIT
 mkdir -p "$root/etc/systemd/system/default.target.wants"
 ln -sf /etc/systemd/system/runnel-check.service "$root/etc/systemd/system/default.target.wants/"
 
+# apt fetches the package's missing dependencies now, with the host's network. The booted
+# system gets a private network (loopback only), so the hub in it cannot clash with ports
+# on this machine.
+nspawn=(systemd-nspawn -q -D "$root" --register=no --keep-unit)
+"${nspawn[@]}" --pipe sh -c 'apt-get update -q && apt-get install -y --download-only /root/runnel.deb' \
+  >"$work/fetch.log" 2>&1 </dev/null || { cat "$work/fetch.log"; echo "apt could not fetch" >&2; exit 1; }
 echo "booting $suite with systemd-nspawn"
-timeout 420 systemd-nspawn -q -D "$root" --register=no --keep-unit -b </dev/null \
-  >"$work/boot.log" 2>&1 || true
+timeout 420 "${nspawn[@]}" --private-network -b </dev/null >"$work/boot.log" 2>&1 || true
 if [ ! -f "$root/root/result.log" ]; then
   tail -n 40 "$work/boot.log"
   echo "FAIL: the checks did not run" >&2
