@@ -91,7 +91,8 @@ uid=$(awk '/^Uid:/ {print $2}' "/proc/$pid/status")
 ok "runs as the runnel user"
 [ "$(prop MemoryMax)" = 268435456 ] && [ "$(prop MemoryHigh)" = 201326592 ] || fail "memory limits"
 [ "$(prop LimitNOFILE)" = 65536 ] || fail "LimitNOFILE $(prop LimitNOFILE)"
-ok "MemoryHigh=192M, MemoryMax=256M, LimitNOFILE=65536"
+journal_has 'open-file limit' && fail "the hub thinks its open-file limit is too low"
+ok "MemoryHigh=192M, MemoryMax=256M, LimitNOFILE=65536 (and the hub sees it)"
 score=$(systemd-analyze security runnel.service | sed -n 's/.*Overall exposure level for runnel.service: \([0-9.]*\).*/\1/p')
 [ -n "$score" ] && awk -v s="$score" 'BEGIN { exit !(s <= 2.0) }' || fail "exposure '$score'"
 ok "systemd-analyze security on the running service: $score"

@@ -217,13 +217,18 @@ fn raise_fd_limit(max_connections: usize) {
         rlim_max: 0,
     };
     // SAFETY: getrlimit/setrlimit only read and write the struct passed in.
-    let ok = unsafe {
-        libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) == 0 && {
-            r.rlim_cur = r.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &r) == 0
+    let limit = if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) } != 0 {
+        1024
+    } else {
+        let soft = r.rlim_cur;
+        r.rlim_cur = r.rlim_max;
+        // SAFETY: as above. A refusal (a seccomp filter, say) leaves the soft limit as it was.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &r) } == 0 {
+            r.rlim_max
+        } else {
+            soft
         }
     };
-    let limit = if ok { r.rlim_cur } else { 1024 };
     // Headroom for the log, publishers and the listener.
     if (limit as u128) < max_connections as u128 + 64 {
         tracing::warn!(
