@@ -15,12 +15,16 @@
 #   - remove stops it; purge leaves no unit, user, configuration or data behind.
 #
 #   sudo packaging/test-systemd.sh target/x86_64-unknown-linux-gnu/debian/runnel_0.1.0-1_amd64.deb
+#   sudo packaging/test-systemd.sh target/aarch64-unknown-linux-gnu/debian/runnel_0.1.0-1_arm64.deb
+#
+# The .deb may be for arm64 or armhf: its Debian then runs under qemu-user (qemu-user-static,
+# binfmt_misc), with PrivateUsers= off, the one directive emulation cannot honour.
 #
 # Needs root, debootstrap and systemd-nspawn (Debian's systemd-container). The Debian mirror
 # is the one this machine's apt uses (or $DEBIAN_MIRROR). ROOTFS_CACHE=dir keeps the
 # debootstrapped tree there and starts each run from a copy of it.
 set -euo pipefail
-deb=$(readlink -f "${1:?usage: packaging/test-systemd.sh <runnel_amd64.deb>}")
+deb=$(readlink -f "${1:?usage: packaging/test-systemd.sh <runnel.deb>}")
 [ "$(id -u)" -eq 0 ] || { echo "run as root" >&2; exit 2; }
 work=$(mktemp -d "${TMPDIR:-/var/tmp}/runnel-systemd.XXXXXX")
 cleanup() { rm -rf "$work"; }
@@ -32,8 +36,25 @@ mirror=${DEBIAN_MIRROR:-$(
 [ -n "$mirror" ] || { echo "no Debian mirror found; set DEBIAN_MIRROR" >&2; exit 2; }
 suite=$(. /etc/os-release && echo "${VERSION_CODENAME:-bookworm}")
 
+# A package for another architecture (arm64, armhf) gets a Debian of its own architecture,
+# run by qemu-user through binfmt_misc (registered here if it is not yet).
+arch=$(dpkg-deb -f "$deb" Architecture)
+emulated=
+if [ "$arch" != "$(dpkg --print-architecture)" ]; then
+  emulated=1
+  case "$arch" in
+    arm64) qemu=qemu-aarch64 ;;
+    armhf) qemu=qemu-arm ;;
+    *) echo "no emulation set up for $arch" >&2; exit 2 ;;
+  esac
+  [ -e /proc/sys/fs/binfmt_misc/register ] ||
+    mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc
+  [ -e "/proc/sys/fs/binfmt_misc/$qemu" ] ||
+    grep -v '^#' "/usr/lib/binfmt.d/$qemu.conf" >/proc/sys/fs/binfmt_misc/register
+fi
+
 bootstrap() {
-  debootstrap --variant=minbase --include=systemd,systemd-sysv,dbus,curl,adduser \
+  debootstrap --arch="$arch" --variant=minbase --include=systemd,systemd-sysv,dbus,curl,adduser \
     "$suite" "$1" "$mirror" >"$work/debootstrap.log" 2>&1 || {
     tail -n 30 "$work/debootstrap.log" >&2
     echo "debootstrap failed" >&2
@@ -54,6 +75,14 @@ dpkg-deb -R "$deb" "$work/pkg"
 sed -i 's/^Version: \(.*\)-1$/Version: \1-2/' "$work/pkg/DEBIAN/control"
 dpkg-deb -b --root-owner-group "$work/pkg" "$root/root/runnel-upgrade.deb" >/dev/null
 
+# qemu-user cannot set up the user namespace PrivateUsers= asks for; under emulation that one
+# directive is turned off, in a drop-in, and said so.
+if [ -n "$emulated" ]; then
+  mkdir -p "$root/etc/systemd/system/runnel.service.d"
+  printf '[Service]\nPrivateUsers=no\n' >"$root/etc/systemd/system/runnel.service.d/emulated.conf"
+  echo "$arch under emulation: PrivateUsers=no for this test"
+fi
+
 # The checks run inside, as a oneshot unit once the system is up; they power it off.
 cat >"$root/root/check.sh" <<'CHECK'
 #!/bin/bash
@@ -61,6 +90,8 @@ set -u
 exec >/root/result.log 2>&1
 fail() {
   echo "FAIL: $*"
+  echo "--- the unit as systemd reads it"
+  systemctl cat runnel --no-pager 2>&1 | grep -v '^#' | grep -A3 '^\[\|\.conf'
   echo "--- journal of runnel.service"
   journalctl -u runnel --no-pager | tail -n 40
   systemctl poweroff
@@ -153,7 +184,7 @@ restarted_after() {
 restarted_after STOP 15 || fail "a frozen hub was not restarted"
 journalctl -u runnel --no-pager | grep -qi 'watchdog' || fail "watchdog timeout not in the journal"
 ok "a hub that stops pinging is killed and restarted"
-rm -r /etc/systemd/system/runnel.service.d
+rm /etc/systemd/system/runnel.service.d/watchdog.conf
 systemctl daemon-reload
 
 restarted_after KILL 10 || fail "a killed hub was not restarted"
