@@ -220,8 +220,7 @@ async fn many_streams_share_one_http2_connection() {
         s.connected().await;
         streams.push(s);
     }
-    let (_, stats) = call(hub.addr, &ca, "GET", "/stats", None).await;
-    assert_eq!(stats["connections"]["total"], 24, "{stats}");
+    assert_eq!(open_streams(&hub, &ca).await, 24);
     for i in 0..24 {
         publish(
             &hub,
@@ -494,20 +493,23 @@ fn runnel_cert_writes_a_usable_pair() {
         std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
         0o600
     );
-    let bad = std::process::Command::new(bin())
-        .args(["cert", "--self-signed", "--hosts", "not a host"])
-        .current_dir(dir.path())
-        .output()
-        .unwrap();
-    assert!(!bad.status.success());
-    assert!(String::from_utf8_lossy(&bad.stderr).contains("neither a host name"));
-    let unsaid = std::process::Command::new(bin())
-        .args(["cert", "--hosts", "pi.local"])
-        .current_dir(dir.path())
-        .output()
-        .unwrap();
-    assert!(!unsaid.status.success());
-    assert!(String::from_utf8_lossy(&unsaid.stderr).contains("pass --self-signed"));
+    // Refusals, each with its reason: `runnel cert <args>` must fail and say `why`.
+    let refused = |args: &[&str], why: &str| {
+        let out = std::process::Command::new(bin())
+            .arg("cert")
+            .args(args)
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{args:?}");
+        let said = String::from_utf8_lossy(&out.stderr);
+        assert!(said.contains(why), "{args:?}: {said}");
+    };
+    refused(
+        &["--self-signed", "--hosts", "not a host"],
+        "neither a host name",
+    );
+    refused(&["--hosts", "pi.local"], "pass --self-signed");
     assert!(!dir.path().join("runnel.crt").exists() && !dir.path().join("runnel.key").exists());
 }
 
@@ -654,16 +656,6 @@ async fn open_streams(hub: &TestHub, ca: &str) -> u64 {
     stats["connections"]["total"].as_u64().unwrap()
 }
 
-async fn eventually_no_streams(hub: &TestHub, ca: &str, what: &str) {
-    for _ in 0..100 {
-        if open_streams(hub, ca).await == 0 {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("{what}: the stream is still registered after 5 s");
-}
-
 /// Reads from `tls` into `seen` until it holds `needle` (within 5 s).
 async fn read_until(tls: &mut TlsStream<TcpStream>, seen: &mut Vec<u8>, needle: &str) {
     use tokio::io::AsyncReadExt;
@@ -712,14 +704,22 @@ async fn http1_tls_streams_see_hang_ups_and_keep_alive_works() {
         assert_eq!(open_streams(&hub, &ca).await, 1);
         publish(&hub, &ca, json!({"topic": "h", "data": "one"})).await;
         read_until(&mut tls, &mut seen, "data: one").await;
-        if close_notify {
+        // With close_notify the TCP connection stays open until the hub has noticed.
+        let kept = if close_notify {
             tls.shutdown().await.unwrap();
-            eventually_no_streams(&hub, &ca, "after close_notify").await;
-            drop(tls);
+            Some(tls)
         } else {
             drop(tls);
-            eventually_no_streams(&hub, &ca, "after a bare TCP close").await;
-        }
+            None
+        };
+        assert!(
+            eventually(Duration::from_secs(5), async || open_streams(&hub, &ca)
+                .await
+                == 0)
+            .await,
+            "close_notify={close_notify}: the stream is still registered after 5 s"
+        );
+        drop(kept);
     }
 
     // A refused stream (bad topic) is answered here; the connection stays open for hyper.
