@@ -1,0 +1,138 @@
+//! runnel's load generator: `cargo bench --bench load -- <scenario> [options]`.
+//!
+//! It speaks HTTP/1.1 and SSE, plain or over TLS, to any hub (`--url`, `--sub-path`,
+//! `--pub-path`, `--pub-body`, `--ca`), or starts runnel itself (`--spawn`, with `--tls` for
+//! HTTPS) with a fresh data directory. Many
+//! streams run on few threads (tokio). Each event carries `<seq> <send time>` in its data.
+//! Subscribers turn that into publish→receive latency (exact percentiles over every sample),
+//! and count what was lost or duplicated. Server RSS and CPU time come from `/proc/<pid>`.
+//! Every scenario prints one line of results.
+//!
+//! Scenarios: idle, fanout, many-topics, publish, reconnect, startup. See docs/BENCHMARKS.md.
+//!
+//! Files: `server.rs` (the hub, spawned or given, and its /proc readings), `client.rs`
+//! (dialing, TLS), `publisher.rs` (publishing), `sse.rs` (stream readers), `stats.rs`
+//! (tallies, percentiles), `clock.rs` (send times), and `scenarios/`, one file each.
+
+mod client;
+mod clock;
+mod publisher;
+mod scenarios;
+mod server;
+mod sse;
+mod stats;
+
+use clap::{Parser, ValueEnum};
+
+use server::Server;
+
+#[derive(Parser, Debug, Clone)]
+#[command(name = "load", about = "Load generator for SSE hubs")]
+struct Opts {
+    scenario: Scenario,
+    /// The hub (ignored with --spawn).
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    url: String,
+    /// Start runnel (this checkout's release build) on a free port with a fresh data dir.
+    #[arg(long)]
+    spawn: bool,
+    /// The server's pid, for RSS and CPU (found by itself with --spawn).
+    #[arg(long)]
+    pid: Option<u32>,
+    /// Extra environment for the spawned hub, KEY=VALUE (repeatable).
+    #[arg(long = "env", value_name = "KEY=VALUE")]
+    env: Vec<String>,
+    #[arg(long, default_value_t = 1000)]
+    streams: usize,
+    /// Events per second (fanout, many-topics: in total).
+    #[arg(long, default_value_t = 10.0)]
+    rate: f64,
+    /// Seconds of publishing.
+    #[arg(long, default_value_t = 10.0)]
+    duration: f64,
+    /// Bytes of data per event.
+    #[arg(long, default_value_t = 100)]
+    payload: usize,
+    /// Concurrent publishers (publish scenario) or publishing connections (others).
+    #[arg(long, default_value_t = 4)]
+    publishers: usize,
+    /// Events per publish request (publish scenario; >1 sends JSON arrays).
+    #[arg(long, default_value_t = 1)]
+    batch: usize,
+    /// Events the reconnecting clients are behind (reconnect scenario).
+    #[arg(long, default_value_t = 100)]
+    behind: usize,
+    /// Events in the log (startup scenario).
+    #[arg(long, default_value_t = 100_000)]
+    events: usize,
+    /// Subscribe path; {topic} is replaced.
+    #[arg(long, default_value = "/events?topic={topic}")]
+    sub_path: String,
+    /// Publish path; {topic} is replaced.
+    #[arg(long, default_value = "/publish/{topic}")]
+    pub_path: String,
+    /// Publish body; {topic} and {data} are replaced (url-encoding is the caller's affair).
+    #[arg(long, default_value = "{data}")]
+    pub_body: String,
+    #[arg(long, default_value = "text/plain")]
+    pub_content_type: String,
+    /// Extra request header, "name: value" (repeatable), e.g. for credentials.
+    #[arg(long = "header")]
+    headers: Vec<String>,
+    /// The named event a hub sends when a stream is registered (runnel: `connected`); empty
+    /// for hubs that send none (then a stream counts as open once the response head is read).
+    #[arg(long, default_value = "connected")]
+    ready_event: String,
+    /// Client worker threads.
+    #[arg(long, default_value_t = 1)]
+    client_threads: usize,
+    /// With --spawn: serve HTTPS (a fresh self-signed certificate), and speak TLS to it.
+    #[arg(long)]
+    tls: bool,
+    /// With an https:// --url: PEM certificates to trust.
+    #[arg(long, value_name = "FILE")]
+    ca: Option<std::path::PathBuf>,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+enum Scenario {
+    Idle,
+    Fanout,
+    ManyTopics,
+    Publish,
+    Reconnect,
+    Startup,
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; drop it.
+    let args: Vec<String> = std::env::args().filter(|a| a != "--bench").collect();
+    let opts = Opts::parse_from(args);
+    server::raise_fd_limit();
+    clock::epoch();
+    if opts.scenario == Scenario::Startup {
+        scenarios::startup::startup(&opts);
+        return;
+    }
+    let server = if opts.spawn {
+        Server::spawn(&opts, None)
+    } else {
+        Server::given(&opts)
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(opts.client_threads.max(1))
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        match opts.scenario {
+            Scenario::Idle => scenarios::idle::idle(&server, &opts).await,
+            Scenario::Fanout => scenarios::fanout::fanout(&server, &opts, false).await,
+            Scenario::ManyTopics => scenarios::fanout::fanout(&server, &opts, true).await,
+            Scenario::Publish => scenarios::publish::publish(&server, &opts).await,
+            Scenario::Reconnect => scenarios::reconnect::reconnect(&server, &opts).await,
+            Scenario::Startup => unreachable!(),
+        }
+    });
+    drop(server);
+}
