@@ -212,25 +212,13 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
 /// `limits.max_connections`: lift the soft limit to the hard one, as most servers do, and
 /// say so when even that is too low.
 fn raise_fd_limit(max_connections: usize) {
-    let mut r = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit only read and write the struct passed in.
-    let limit = if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) } != 0 {
-        1024
-    } else {
-        let soft = r.rlim_cur;
-        r.rlim_cur = r.rlim_max;
-        // SAFETY: as above. A refusal (a seccomp filter, say) leaves the soft limit as it was.
-        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &r) } == 0 {
-            r.rlim_max
-        } else {
-            soft
-        }
-    };
+    // A refusal to raise it (a seccomp filter, say) leaves the soft limit as it was: judge
+    // by that one.
+    let limit = rlimit::increase_nofile_limit(u64::MAX).unwrap_or_else(|_| {
+        rlimit::getrlimit(rlimit::Resource::NOFILE).map_or(1024, |(soft, _)| soft)
+    });
     // Headroom for the log, publishers and the listener.
-    if (limit as u128) < max_connections as u128 + 64 {
+    if u128::from(limit) < max_connections as u128 + 64 {
         tracing::warn!(
             limit,
             max_connections,

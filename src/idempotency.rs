@@ -8,13 +8,13 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
+use crate::event::Published;
 
 pub const TTL: Duration = Duration::from_secs(300);
 pub const MAX_KEYS: usize = 100_000;
 
 #[derive(Default)]
-pub struct Idempotency {
+pub(crate) struct Idempotency {
     inner: Mutex<Cache>,
 }
 
@@ -27,7 +27,7 @@ struct Cache {
 
 enum Slot {
     InProgress(Instant),
-    Done(Instant, Value),
+    Done(Instant, Published),
 }
 
 impl Slot {
@@ -40,11 +40,11 @@ impl Slot {
 
 /// What a caller should do with a key.
 #[derive(Debug, PartialEq)]
-pub enum Begin {
+pub(crate) enum Begin {
     /// First use: publish, then [`Idempotency::complete`] or [`Idempotency::abort`].
     Fresh,
     /// Seen before: answer with this.
-    Done(Value),
+    Done(Published),
     /// A publish with this key is under way right now.
     InProgress,
 }
@@ -80,7 +80,7 @@ impl Idempotency {
         Begin::Fresh
     }
 
-    pub fn complete(&self, key: &str, answer: Value) {
+    pub fn complete(&self, key: &str, answer: Published) {
         let mut c = self.lock();
         if let Some(slot) = c.slots.get_mut(key) {
             *slot = Slot::Done(slot.since(), answer);
@@ -119,11 +119,13 @@ mod tests {
         let t0 = Instant::now();
         assert_eq!(idem.begin_at("k", t0), Begin::Fresh);
         assert_eq!(idem.begin_at("k", t0), Begin::InProgress);
-        idem.complete("k", Value::from(1));
-        assert_eq!(
-            idem.begin_at("k", t0 + TTL / 2),
-            Begin::Done(Value::from(1))
-        );
+        let answer = Published {
+            id: "1".into(),
+            topics: vec!["t".into()],
+            delivered: 0,
+        };
+        idem.complete("k", answer.clone());
+        assert_eq!(idem.begin_at("k", t0 + TTL / 2), Begin::Done(answer));
         assert_eq!(idem.begin_at("k", t0 + TTL), Begin::Fresh);
         idem.abort("k");
         assert_eq!(idem.begin_at("k", t0 + TTL), Begin::Fresh);

@@ -5,63 +5,41 @@
 //! memory and the log in sled.
 //!
 //! # Layout
-//! - [`config`]: the TOML file, `RUNNEL_*` environment, validation, masked secrets.
-//! - [`server`]: the accept loop, background tasks (heartbeat, retention), shutdown;
-//!   [`conn`]: one connection (event streams written directly, the rest through hyper);
-//!   [`io`]: the socket wrapper that drops clients which stop reading; [`tls`]: HTTPS
-//!   certificates, reloadable.
-//! - [`http`]: routing and the HTTP handlers; [`error`]: the one error → status + JSON map.
-//! - [`sse`]: SSE frame encoding, the stream body, and a parser for the client.
-//! - [`broker`]: streams, topic index, bounded per-stream queues, fan-out.
-//! - [`publisher`]: ids, the log write, group commit, in-order fan-out.
-//! - [`message`]: publish/notify request bodies → validated events.
-//! - [`store`]: the sled replay log, ids, replay, retention.
-//! - [`topic`]: topic and pattern rules; [`auth`]: callers and permissions.
-//! - [`hub`]: the shared handle; [`idempotency`], [`stats`], [`shutdown`]: as named;
-//!   [`systemd`]: readiness and watchdog notifications.
-//! - [`cli`] and [`client`]: the command line, including `runnel pub` and `runnel sub`.
+//! From the outside in (docs/ARCHITECTURE.md draws the same map and both data paths):
+//! - [`cli`]: the command line; [`client`]: `runnel pub` and `runnel sub` over HTTP.
+//! - [`server`]: the accept loop, connections (event streams written directly, the rest
+//!   through hyper), shutdown, systemd; [`tls`]: HTTPS certificates, reloadable.
+//! - `http`: the HTTP API, the first front door: routing, one file per group of handlers.
+//! - `hub`: the one API every front door calls — publish, open a stream, change
+//!   subscriptions, connections, stats, health — with the hub's state private behind it.
+//! - `stream`: opening a stream, resuming it, the replay joined to live events.
+//! - `publisher`: ids, the log write, group commit, fan-out in id order.
+//! - `broker`: open streams, the topic index, bounded queues, sessions, fan-out.
+//! - [`store`]: the replay log behind one trait; the sled engine: records, replay, retention.
+//! - [`auth`]: callers and permissions, JWTs, API keys, exchange tokens, CORS and cookies.
+//! - [`message`]: publish and notify request bodies → validated events.
+//! - Leaves, which import nothing of the hub: `event` (events, the hub's own messages and
+//!   their wire formats), [`sse`] (framing and a parser), [`topic`], [`config`] (and its
+//!   value types), [`error`], `idempotency`, [`shutdown`], `time`, `random`.
 
 pub mod auth;
-pub mod broker;
+pub(crate) mod broker;
 pub mod cli;
 pub mod client;
 pub mod config;
-pub mod conn;
 pub mod error;
-pub mod http;
-pub mod hub;
-pub mod idempotency;
-pub mod io;
+pub(crate) mod event;
+pub(crate) mod http;
+pub(crate) mod hub;
+pub(crate) mod idempotency;
 pub mod message;
-pub mod publisher;
+pub(crate) mod publisher;
+pub(crate) mod random;
 pub mod server;
 pub mod shutdown;
 pub mod sse;
-pub mod stats;
 pub mod store;
-pub mod systemd;
+pub(crate) mod stream;
+pub(crate) mod time;
 pub mod tls;
 pub mod topic;
-
-use ring::rand::{SecureRandom, SystemRandom};
-
-/// Random bytes from the OS, as lowercase hex.
-pub fn random_hex(bytes: usize) -> String {
-    let mut buf = vec![0u8; bytes];
-    fill_random(&mut buf);
-    buf.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// A random u32 from the OS.
-pub fn random_u32() -> u32 {
-    let mut b = [0u8; 4];
-    fill_random(&mut b);
-    u32::from_le_bytes(b)
-}
-
-fn fill_random(buf: &mut [u8]) {
-    // The OS random source failing is not something a server can work around.
-    if SystemRandom::new().fill(buf).is_err() {
-        panic!("the operating system's random number generator failed");
-    }
-}

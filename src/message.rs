@@ -2,10 +2,12 @@
 //! atomic array), `POST /publish/{topic}` with a raw body, and `POST /notify`.
 //!
 //! Pure functions from bytes to [`NewEvent`]s, so they are easy to test and to fuzz; the
-//! permission check and the publishing itself happen in the HTTP layer.
+//! permission check and the publishing itself are the hub's.
 
 use serde::{Deserialize, Deserializer};
 use serde_json::Value;
+
+pub use crate::event::NewEvent;
 
 use crate::error::Error;
 use crate::sse;
@@ -19,17 +21,6 @@ pub const MAX_BATCH: usize = 1000;
 const MAX_NAME: usize = 200;
 /// Longest `retry` a publisher may ask for, in ms (a day).
 const MAX_RETRY_MS: u64 = 86_400_000;
-
-/// An event to publish, validated.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NewEvent {
-    pub topics: Vec<String>,
-    pub event: Option<String>,
-    pub data: String,
-    pub retry: Option<u64>,
-    pub persist: bool,
-    pub idempotency_key: Option<String>,
-}
 
 /// The limits a publish is checked against.
 #[derive(Debug, Clone, Copy)]
@@ -329,8 +320,7 @@ fn resolve_target(t: Target) -> Result<Vec<String>, Error> {
             )));
         }
     }
-    let mut seen = std::collections::HashSet::new();
-    topics.retain(|t| seen.insert(t.clone()));
+    topic::dedup(&mut topics);
     Ok(topics)
 }
 

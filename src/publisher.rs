@@ -16,34 +16,25 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 
-use bytes::Bytes;
 use tokio::sync::oneshot;
 
-use crate::broker::{Broker, Outgoing, unix_ms};
+use crate::broker::Broker;
 use crate::config::SyncMode;
 use crate::error::Error;
-use crate::message::NewEvent;
+use crate::event::{Event, NewEvent, Published};
 use crate::sse;
-use crate::store::{Append, Store};
+use crate::store::{Append, SharedLog};
 
-/// What a publisher is told about one event.
-#[derive(Debug, Clone)]
-pub struct Published {
-    pub id: String,
-    pub topics: Vec<String>,
-    /// Streams the event was queued for.
-    pub delivered: usize,
-}
-
+/// The publishing side of the hub: numbers events and hands them to the commit thread.
 #[derive(Clone)]
-pub struct Publisher {
+pub(crate) struct Publisher {
     inner: Arc<Inner>,
 }
 
 struct Inner {
     state: Mutex<State>,
     wake: Condvar,
-    store: Store,
+    log: SharedLog,
     broker: Broker,
     sync: SyncMode,
     thread: Mutex<Option<JoinHandle<()>>>,
@@ -56,7 +47,7 @@ struct State {
 }
 
 struct Job {
-    events: Vec<Outgoing>,
+    events: Vec<Arc<Event>>,
     /// Per event: written to the log (`persist`), or live only.
     persist: Vec<bool>,
     time_ms: u64,
@@ -65,15 +56,15 @@ struct Job {
 
 impl Publisher {
     /// Starts the commit thread. Ids continue after the store's last one.
-    pub fn start(store: Store, broker: Broker, sync: SyncMode) -> std::io::Result<Publisher> {
+    pub fn start(log: SharedLog, broker: Broker, sync: SyncMode) -> std::io::Result<Publisher> {
         let inner = Arc::new(Inner {
             state: Mutex::new(State {
-                next_seq: store.last_seq() + 1,
+                next_seq: log.last_seq() + 1,
                 jobs: VecDeque::new(),
                 stopping: false,
             }),
             wake: Condvar::new(),
-            store,
+            log,
             broker,
             sync,
             thread: Mutex::new(None),
@@ -98,32 +89,30 @@ impl Publisher {
                 return Err(Error::unavailable("the hub is shutting down"));
             }
             let first = st.next_seq;
-            let now = unix_ms();
-            let outgoing: Vec<Outgoing> = events
+            let ids = self.inner.log.ids();
+            let outgoing: Vec<Arc<Event>> = events
                 .iter()
                 .zip(first..)
-                .map(|(ev, seq)| Outgoing {
-                    seq,
-                    topics: ev.topics.clone(),
-                    frame: sse::encode_event(
-                        &self.inner.store.format_id(seq),
+                .map(|(ev, seq)| {
+                    let frame = sse::encode_event(
+                        &ids.format(seq),
                         &ev.topics,
                         ev.event.as_deref(),
                         ev.retry,
                         &ev.data,
-                    ),
+                    );
+                    Arc::new(Event::new(seq, ev.topics.clone(), frame))
                 })
                 .collect();
-            let last = first + events.len() as u64 - 1;
-            st.next_seq = last + 1;
+            st.next_seq = first + events.len() as u64;
             let answers: Vec<(String, Vec<String>)> = outgoing
                 .iter()
-                .map(|o| (self.inner.store.format_id(o.seq), o.topics.clone()))
+                .map(|e| (ids.format(e.seq), e.topics.clone()))
                 .collect();
             st.jobs.push_back(Job {
                 events: outgoing,
                 persist: events.iter().map(|e| e.persist).collect(),
-                time_ms: now,
+                time_ms: crate::time::unix_ms(),
                 reply: tx,
             });
             answers
@@ -210,10 +199,8 @@ impl Inner {
             for (ev, &persist) in job.events.iter().zip(&job.persist) {
                 if persist {
                     appends.push(Append {
-                        seq: ev.seq,
+                        event: ev,
                         time_ms: job.time_ms,
-                        topics: &ev.topics,
-                        frame: &ev.frame,
                     });
                 } else {
                     live_only = Some(ev.seq);
@@ -223,12 +210,12 @@ impl Inner {
         if appends.is_empty() && live_only.is_none() {
             return Ok(());
         }
-        self.store.append(&appends, live_only).map_err(|e| {
+        self.log.append(&appends, live_only).map_err(|e| {
             tracing::error!(error = %e, "log write failed");
             format!("the event log cannot be written: {e}")
         })?;
         if self.sync != SyncMode::None && !appends.is_empty() {
-            self.store.flush().map_err(|e| {
+            self.log.flush().map_err(|e| {
                 tracing::error!(error = %e, "log flush failed");
                 format!("the event log cannot be flushed: {e}")
             })?;
@@ -237,24 +224,16 @@ impl Inner {
     }
 }
 
-/// A frame for a control event sent at shutdown.
-pub fn shutdown_frame() -> Bytes {
-    sse::control_frame(
-        "shutdown",
-        &serde_json::json!({"reason": "shutdown",
-            "message": "the hub is shutting down; reconnect with Last-Event-ID"}),
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::broker::{BrokerLimits, Counters};
+    use crate::broker::BrokerLimits;
     use crate::config::StoreConfig;
+    use crate::store::{Log, SledLog};
 
     async fn flushes_for_32_concurrent(sync: SyncMode) -> u64 {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path(), &StoreConfig::default()).unwrap();
+        let store = Arc::new(SledLog::open(dir.path(), &StoreConfig::default()).unwrap());
         store.set_slow_flush(50);
         let limits = BrokerLimits {
             max_connections: 10,
@@ -266,7 +245,7 @@ mod tests {
             single_connection_per_user: false,
             session_ttl_ms: 1000,
         };
-        let broker = Broker::new(limits, Arc::new(Counters::default()), 0);
+        let broker = Broker::new(limits, 0);
         let publisher = Publisher::start(store.clone(), broker, sync).unwrap();
         let tasks: Vec<_> = (0..32)
             .map(|i| {
@@ -289,7 +268,7 @@ mod tests {
             t.await.unwrap();
         }
         publisher.stop();
-        store.flushes()
+        store.stats().flushes
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

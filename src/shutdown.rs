@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use tokio::sync::watch;
 
+/// A signal that fires once; cheap to clone.
 #[derive(Clone)]
 pub struct Shutdown {
     tx: Arc<watch::Sender<bool>>,
@@ -22,10 +23,6 @@ impl Default for Shutdown {
 impl Shutdown {
     pub fn trigger(&self) {
         self.tx.send_replace(true);
-    }
-
-    pub fn is_triggered(&self) -> bool {
-        *self.tx.borrow()
     }
 
     /// Resolves once [`Shutdown::trigger`] was called.

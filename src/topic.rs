@@ -92,6 +92,21 @@ pub fn personal_topic(user: &str) -> String {
     format!("{USER_PREFIX}{user}")
 }
 
+/// May a reader receive `topic` through a wildcard? Nobody but its owner (or an admin)
+/// receives someone else's personal topic, whatever the patterns say.
+pub fn visible_to(topic: &str, user: Option<&str>, admin: bool) -> bool {
+    match personal_owner(topic) {
+        Some(owner) => admin || user == Some(owner),
+        None => true,
+    }
+}
+
+/// Removes repeated names, keeping the first of each in place.
+pub fn dedup(names: &mut Vec<String>) {
+    let mut seen = std::collections::HashSet::new();
+    names.retain(|t| seen.insert(t.clone()));
+}
+
 /// A validated pattern. Matching is a linear-time glob with `*` as the only wildcard.
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub struct Pattern(Box<str>);

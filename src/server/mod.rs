@@ -1,4 +1,14 @@
-//! The accept loop, the background tasks, and an orderly shutdown (SPEC §9).
+//! Serving (SPEC §9): the accept loop, one task per connection, and an orderly shutdown.
+//!
+//! - [`conn`]: one connection (event streams written directly, the rest through hyper);
+//!   `head`: reading the first request head and writing response heads;
+//! - `io`: socket wrappers (write timeouts, bytes put back); `systemd`: readiness and
+//!   watchdog notifications.
+
+mod conn;
+mod head;
+mod io;
+pub(crate) mod systemd;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -11,7 +21,7 @@ use tokio::task::JoinHandle;
 use crate::config::Config;
 use crate::hub::Hub;
 use crate::shutdown::Shutdown;
-use crate::{broker, conn, publisher, store};
+use crate::store;
 
 /// A hub that is serving. Dropping it does not stop it: call [`Running::shutdown`].
 pub struct Running {
@@ -27,14 +37,10 @@ impl Running {
         self.addr
     }
 
-    pub fn hub(&self) -> &Hub {
-        &self.hub
-    }
-
     /// Reads the TLS certificate and key again (SIGHUP does this): new connections get
     /// them, open ones keep theirs. On error the running certificate stays.
     pub fn reload_tls(&self) -> Result<(), crate::tls::TlsError> {
-        match &self.hub.tls {
+        match self.hub.tls() {
             Some(t) => t.reload(),
             None => Ok(()),
         }
@@ -56,7 +62,7 @@ impl Running {
     /// directory is free to open again. Returns false if the final flush failed.
     pub async fn wait(self) -> bool {
         let flushed = self.task.await.unwrap_or(false);
-        let dir = self.hub.config.data_dir.clone();
+        let dir = self.hub.config().data_dir.clone();
         drop(self.hub);
         let within = Duration::from_secs(5);
         let released = tokio::task::spawn_blocking(move || store::wait_released(&dir, within))
@@ -76,15 +82,15 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let local = listener.local_addr()?;
     let hub = Hub::open(config).context("cannot open the hub")?;
     let shutdown = Shutdown::default();
-    spawn_background(&hub, &shutdown);
+    hub.spawn_maintenance(&shutdown);
     let streams = streams_runtime()?;
     let task = tokio::spawn(serve(listener, hub.clone(), shutdown.clone(), streams));
     tracing::info!(
-        data_dir = %hub.config.data_dir.display(),
-        sync = ?hub.config.store.sync,
-        open = hub.auth.is_open(),
+        data_dir = %hub.config().data_dir.display(),
+        sync = ?hub.config().store.sync,
+        open = hub.auth().is_open(),
         "listening on {}://{local}",
-        if hub.tls.is_some() { "https" } else { "http" }
+        if hub.tls().is_some() { "https" } else { "http" }
     );
     Ok(Running {
         addr: local,
@@ -115,57 +121,13 @@ fn streams_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(cores)
+        // Replays read the log on blocking threads; a reconnect storm queues its reads
+        // here instead of starting hundreds of threads.
+        .max_blocking_threads(cores * 2)
         .thread_name("runnel-stream")
         .enable_all()
         .build()
         .context("cannot start the stream runtime")
-}
-
-/// The heartbeat/clock tick, retention, and the count of the existing log.
-fn spawn_background(hub: &Hub, shutdown: &Shutdown) {
-    let hb = hub.config.stream.heartbeat.0;
-    let tick = (hb / 4).clamp(Duration::from_millis(10), Duration::from_secs(1));
-    let (h, s) = (hub.clone(), shutdown.clone());
-    tokio::spawn(async move {
-        let mut iv = tokio::time::interval(tick);
-        iv.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = s.wait() => break,
-                _ = iv.tick() => h.broker.tick(),
-            }
-        }
-    });
-
-    let (h, s) = (hub.clone(), shutdown.clone());
-    tokio::spawn(async move {
-        let store = h.store.clone();
-        match tokio::task::spawn_blocking(move || store.scan_existing()).await {
-            Ok(Ok(())) => tracing::debug!("existing log counted"),
-            Ok(Err(e)) => tracing::error!(error = %e, "cannot count the existing log"),
-            Err(e) => tracing::error!(error = %e, "log count task failed"),
-        }
-        let mut iv = tokio::time::interval(Duration::from_secs(1));
-        iv.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = s.wait() => break,
-                _ = iv.tick() => {
-                    let store = h.store.clone();
-                    let now = broker::unix_ms();
-                    match tokio::task::spawn_blocking(move || store.enforce_retention(now)).await {
-                        Ok(Ok(p)) if p.by_count + p.by_age + p.by_size > 0 => {
-                            tracing::debug!(by_count = p.by_count, by_age = p.by_age,
-                                by_size = p.by_size, "retention pruned events");
-                        }
-                        Ok(Ok(_)) => {}
-                        Ok(Err(e)) => tracing::warn!(error = %e, "retention pass failed"),
-                        Err(e) => tracing::warn!(error = %e, "retention task failed"),
-                    }
-                }
-            }
-        }
-    });
 }
 
 /// Serves until shutdown; returns whether the final flush succeeded.
@@ -190,7 +152,7 @@ async fn serve(
             },
         };
         let _ = stream.set_nodelay(true);
-        if let Some(tls) = &hub.tls {
+        if let Some(tls) = hub.tls() {
             tokio::spawn(conn::serve_tls(
                 hub.clone(),
                 stream,
@@ -213,11 +175,10 @@ async fn serve(
     // Close the listener first: browsers treat a refused connection as a reason to retry,
     // but any non-200 answer (503 too) as final.
     drop(listener);
-    hub.set_draining();
-    let grace = hub.config.stream.shutdown_grace.0;
-    tracing::info!(grace = %hub.config.stream.shutdown_grace, "shutting down");
-    hub.broker.close_all(publisher::shutdown_frame());
-    if tokio::time::timeout(grace, graceful.shutdown())
+    let grace = hub.config().stream.shutdown_grace;
+    tracing::info!(%grace, "shutting down");
+    hub.close_streams();
+    if tokio::time::timeout(grace.0, graceful.shutdown())
         .await
         .is_err()
     {
@@ -228,20 +189,12 @@ async fn serve(
     let _ =
         tokio::task::spawn_blocking(move || streams.shutdown_timeout(Duration::from_secs(1))).await;
     let h = hub.clone();
-    let flushed = tokio::task::spawn_blocking(move || {
-        h.publisher.stop();
-        h.store.flush()
-    })
-    .await;
-    match flushed {
-        Ok(Ok(())) => {
+    match tokio::task::spawn_blocking(move || h.stop_and_flush()).await {
+        Ok(true) => {
             tracing::info!("log flushed; bye");
             true
         }
-        Ok(Err(e)) => {
-            tracing::error!(error = %e, "final flush failed");
-            false
-        }
+        Ok(false) => false,
         Err(e) => {
             tracing::error!(error = %e, "final flush task failed");
             false
@@ -253,16 +206,16 @@ async fn serve(
 /// stopping). SIGHUP calls `reload`.
 pub async fn run(config: Config, reload: impl Fn() + Send + Sync + 'static) -> anyhow::Result<()> {
     let running = start(config).await?;
-    crate::systemd::notify("READY=1\nSTATUS=serving");
+    systemd::notify("READY=1\nSTATUS=serving");
     let stop = running.shutdown_handle();
-    if let Some(every) = crate::systemd::watchdog_interval() {
+    if let Some(every) = systemd::watchdog_interval() {
         let stop = stop.clone();
         tokio::spawn(async move {
             let mut iv = tokio::time::interval(every);
             loop {
                 tokio::select! {
                     _ = stop.wait() => break,
-                    _ = iv.tick() => { crate::systemd::notify("WATCHDOG=1"); }
+                    _ = iv.tick() => { systemd::notify("WATCHDOG=1"); }
                 }
             }
         });
@@ -270,7 +223,7 @@ pub async fn run(config: Config, reload: impl Fn() + Send + Sync + 'static) -> a
     #[cfg(unix)]
     {
         let stop = stop.clone();
-        let hub = running.hub().clone();
+        let hub = running.hub.clone();
         tokio::spawn(async move {
             use tokio::signal::unix::{SignalKind, signal};
             let Ok(mut hup) = signal(SignalKind::hangup()) else {
@@ -280,15 +233,15 @@ pub async fn run(config: Config, reload: impl Fn() + Send + Sync + 'static) -> a
                 tokio::select! {
                     _ = stop.wait() => break,
                     _ = hup.recv() => {
-                        crate::systemd::notify("RELOADING=1");
+                        systemd::notify("RELOADING=1");
                         reload();
-                        match hub.tls.as_ref().map(|t| t.reload()) {
+                        match hub.tls().map(|t| t.reload()) {
                             Some(Ok(())) => tracing::info!("TLS certificate reloaded"),
                             Some(Err(e)) => tracing::error!(
                                 "TLS reload failed, keeping the running certificate: {e}"),
                             None => {}
                         }
-                        crate::systemd::notify("READY=1");
+                        systemd::notify("READY=1");
                     }
                 }
             }
@@ -296,7 +249,7 @@ pub async fn run(config: Config, reload: impl Fn() + Send + Sync + 'static) -> a
     }
     tokio::spawn(async move {
         crate::shutdown::signal().await;
-        crate::systemd::notify("STOPPING=1");
+        systemd::notify("STOPPING=1");
         stop.trigger();
     });
     if running.wait().await {

@@ -1,0 +1,222 @@
+//! Checks serde cannot make: ranges, patterns, addresses, the loopback rule, secrets.
+
+use std::time::Duration;
+
+use super::{Config, ConfigError, err, parse_net};
+use crate::topic;
+
+impl Config {
+    /// Checks everything serde cannot: ranges, patterns, addresses, the loopback rule.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.validate_listen()?;
+        if !matches!(
+            self.log.as_str(),
+            "error" | "warn" | "info" | "debug" | "trace"
+        ) {
+            return err(format!(
+                "log = {:?}: use error, warn, info, debug or trace",
+                self.log
+            ));
+        }
+        self.validate_stream_and_store()?;
+        self.validate_limits()?;
+        self.validate_auth()?;
+        self.validate_api_keys()?;
+        for o in &self.cors.allow_origins {
+            validate_origin(o)?;
+        }
+        Ok(())
+    }
+
+    /// A hub without credentials stays on loopback unless told otherwise (SPEC §6.1).
+    fn validate_listen(&self) -> Result<(), ConfigError> {
+        let addr = self.listen_addr()?;
+        if self.auth.is_open() && self.auth.required.is_none() && !addr.ip().is_loopback() {
+            return err(format!(
+                "refusing to listen on {addr} with no credentials configured: anyone on the \
+                 network could read and publish. Set auth.jwt_secret (or \
+                 auth.jwt_public_key_file) or add an [[auth.api_keys]] entry; or set \
+                 auth.required = false to run open on purpose; or listen on 127.0.0.1"
+            ));
+        }
+        if self.auth.required == Some(true) && !self.auth.has_credentials() {
+            return err(
+                "auth.required = true but no credentials are configured: set auth.jwt_secret, \
+                 auth.jwt_public_key_file or an [[auth.api_keys]] entry",
+            );
+        }
+        Ok(())
+    }
+
+    fn validate_stream_and_store(&self) -> Result<(), ConfigError> {
+        if self.stream.heartbeat.0 < Duration::from_millis(10) {
+            return err("stream.heartbeat must be at least 10ms");
+        }
+        if self.stream.retry.0 > Duration::from_secs(24 * 3600) {
+            return err("stream.retry must be at most 24h");
+        }
+        let s = &self.store;
+        if s.retention_events == 0 {
+            return err("store.retention_events must be at least 1");
+        }
+        if s.retention_age.0.is_zero() {
+            return err("store.retention_age must be more than 0s");
+        }
+        if s.cache.0 < 64 << 10 {
+            return err("store.cache must be at least 64KiB");
+        }
+        if s.max_disk.0 < 1 << 20 {
+            return err("store.max_disk must be at least 1MiB");
+        }
+        Ok(())
+    }
+
+    fn validate_limits(&self) -> Result<(), ConfigError> {
+        let l = &self.limits;
+        for (name, v) in [
+            ("max_connections", l.max_connections),
+            ("max_connections_per_user", l.max_connections_per_user),
+            ("max_connections_per_ip", l.max_connections_per_ip),
+            ("max_topics_per_stream", l.max_topics_per_stream),
+            ("stream_queue", l.stream_queue),
+        ] {
+            if v == 0 {
+                return err(format!("limits.{name} must be at least 1"));
+            }
+        }
+        if l.max_event_bytes.0 == 0 || l.max_body_bytes.0 < 64 {
+            return err("limits.max_event_bytes must be at least 1B and max_body_bytes 64B");
+        }
+        if l.request_timeout.0 < Duration::from_millis(100)
+            || l.write_timeout.0 < Duration::from_millis(100)
+        {
+            return err("limits.request_timeout and limits.write_timeout must be at least 100ms");
+        }
+        // hyper's read buffer cannot be smaller than 8 KiB.
+        if l.max_header_bytes.0 < 8 << 10 || l.max_header_bytes.0 > 1 << 20 {
+            return err("limits.max_header_bytes must be between 8KiB and 1MiB");
+        }
+        Ok(())
+    }
+
+    fn validate_auth(&self) -> Result<(), ConfigError> {
+        let a = &self.auth;
+        if a.jwt_secret.is_some() && a.jwt_public_key_file.is_some() {
+            return err("auth.jwt_secret and auth.jwt_public_key_file exclude each other");
+        }
+        if let Some(s) = &a.jwt_secret
+            && s.expose().is_empty()
+        {
+            return err("auth.jwt_secret is empty");
+        }
+        if let Some(alg) = &a.jwt_algorithm {
+            let ok = match alg.as_str() {
+                "HS256" => a.jwt_secret.is_some(),
+                "RS256" | "ES256" => a.jwt_public_key_file.is_some(),
+                _ => false,
+            };
+            if !ok {
+                return err(format!(
+                    "auth.jwt_algorithm = {alg:?}: use HS256 with jwt_secret, or RS256/ES256 \
+                     with jwt_public_key_file"
+                ));
+            }
+        }
+        if a.session_ttl.0 < Duration::from_secs(1) {
+            return err("auth.session_ttl must be at least 1s");
+        }
+        if a.cookie_name.is_empty()
+            || !a
+                .cookie_name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        {
+            return err(format!(
+                "auth.cookie_name = {:?}: use letters, digits, '-', '_' or '.'",
+                a.cookie_name
+            ));
+        }
+        for (key, list) in [
+            ("auth.anonymous_subscribe", &a.anonymous_subscribe),
+            ("auth.default_subscribe", &a.default_subscribe),
+        ] {
+            for p in list {
+                topic::validate_pattern(p).map_err(|e| ConfigError(format!("{key}: {e}")))?;
+            }
+        }
+        for ip in &a.allow_ips {
+            parse_net(ip).map_err(|e| ConfigError(format!("auth.allow_ips: {e}")))?;
+        }
+        Ok(())
+    }
+
+    fn validate_api_keys(&self) -> Result<(), ConfigError> {
+        let mut names = std::collections::HashSet::new();
+        for k in &self.auth.api_keys {
+            if k.name.is_empty() || !names.insert(k.name.as_str()) {
+                return err(format!(
+                    "auth.api_keys: every key needs a unique, non-empty name ({:?})",
+                    k.name
+                ));
+            }
+            if k.key_sha256.len() != 64 || !k.key_sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return err(format!(
+                    "auth.api_keys {:?}: key_sha256 must be 64 hex digits (the SHA-256 of the \
+                     key, e.g. `printf %s KEY | sha256sum`)",
+                    k.name
+                ));
+            }
+            for p in k.publish.iter().chain(&k.subscribe) {
+                topic::validate_pattern(p)
+                    .map_err(|e| ConfigError(format!("auth.api_keys {:?}: {e}", k.name)))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn validate_origin(o: &str) -> Result<(), ConfigError> {
+    let rest = o
+        .strip_prefix("https://")
+        .or_else(|| o.strip_prefix("http://"));
+    let ok = match rest {
+        Some(host) => {
+            !host.is_empty()
+                && !host.contains('/')
+                && host
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-.:[]".contains(&b))
+        }
+        None => false,
+    };
+    if ok {
+        Ok(())
+    } else {
+        err(format!(
+            "cors.allow_origins: {o:?} is not an origin; write it exactly as a browser sends \
+             it, e.g. \"https://app.example.com\" or \"http://localhost:3000\" (no path, no *)"
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn open_hub_stays_on_loopback() {
+        let e = Config::from_toml("listen = \"0.0.0.0:8080\"\n").unwrap_err();
+        assert!(e.to_string().contains("refusing to listen"), "{e}");
+        assert!(Config::from_toml("listen = \"0.0.0.0:8080\"\n[auth]\nrequired = false\n").is_ok());
+        assert!(Config::from_toml("listen = \"[::1]:8080\"\n").is_ok());
+        assert!(Config::from_toml("listen = \"localhost:8080\"\n").is_ok());
+    }
+
+    #[test]
+    fn origins() {
+        assert!(validate_origin("https://app.example.com").is_ok());
+        assert!(validate_origin("http://localhost:3000").is_ok());
+        assert!(validate_origin("*").is_err());
+        assert!(validate_origin("https://a.com/").is_err());
+    }
+}

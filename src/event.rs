@@ -1,0 +1,240 @@
+//! What travels from publishers and the log to the streams: events, encoded once per wire
+//! format and shared by every stream that receives them, and the hub's own messages
+//! (`connected`, `reset`, `closed`, `shutdown`), built here and nowhere else.
+
+use std::sync::OnceLock;
+
+use bytes::Bytes;
+use serde_json::{Value, json};
+
+use crate::sse;
+
+/// An event to publish, validated (from any front door).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewEvent {
+    pub topics: Vec<String>,
+    pub event: Option<String>,
+    pub data: String,
+    pub retry: Option<u64>,
+    pub persist: bool,
+    pub idempotency_key: Option<String>,
+}
+
+/// What a publisher is told about one event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Published {
+    pub id: String,
+    pub topics: Vec<String>,
+    /// Streams the event was queued for.
+    pub delivered: usize,
+}
+
+/// How a stream puts events on the wire. Each event is encoded at most once per format,
+/// however many streams use it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// `text/event-stream`, as the log stores it.
+    Sse,
+    /// SSE whose data is `{"topics": [...], "data": "..."}` (`envelope=1`), for browsers,
+    /// whose `EventSource` hides the `topic:` fields.
+    SseEnvelope,
+}
+
+impl Format {
+    /// What a stream of this format sends before anything else.
+    pub fn opening(self, retry_ms: u64) -> Bytes {
+        sse::retry_frame(retry_ms)
+    }
+
+    /// What an idle stream of this format sends every heartbeat.
+    pub fn keepalive(self) -> Bytes {
+        sse::keepalive()
+    }
+}
+
+/// A numbered event: its position in the log, its topics and its encodings.
+#[derive(Debug)]
+pub struct Event {
+    pub seq: u64,
+    pub topics: Vec<String>,
+    /// The SSE frame (`id:`, `topic:`s, `event:`, `retry:`, `data:` lines), as published
+    /// and as the log keeps it.
+    sse: Bytes,
+    envelope: OnceLock<Bytes>,
+}
+
+impl Event {
+    pub fn new(seq: u64, topics: Vec<String>, sse: Bytes) -> Event {
+        Event {
+            seq,
+            topics,
+            sse,
+            envelope: OnceLock::new(),
+        }
+    }
+
+    /// The SSE frame, as the log stores it.
+    pub fn sse(&self) -> &Bytes {
+        &self.sse
+    }
+
+    /// The event in a stream's format; built on first use, then shared.
+    pub fn encoded(&self, format: Format) -> Bytes {
+        match format {
+            Format::Sse => self.sse.clone(),
+            Format::SseEnvelope => self
+                .envelope
+                .get_or_init(|| sse::envelope(&self.sse))
+                .clone(),
+        }
+    }
+}
+
+/// Why a client must refetch its state (SPEC §5.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResetReason {
+    /// The client's id is not one of this store's.
+    UnknownId,
+    /// Retention removed events the client never saw.
+    Pruned,
+}
+
+/// Why the hub ended a stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    /// Its queue overflowed (SPEC §8).
+    SlowReader,
+    /// A newer stream of the same user replaced it (`single_connection_per_user`).
+    Replaced,
+    /// Its credential expired.
+    TokenExpired,
+    /// `DELETE /connections/{id}`.
+    ClosedByAdmin,
+}
+
+impl CloseReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CloseReason::SlowReader => "slow_reader",
+            CloseReason::Replaced => "replaced",
+            CloseReason::TokenExpired => "token_expired",
+            CloseReason::ClosedByAdmin => "closed_by_admin",
+        }
+    }
+
+    fn message(self) -> &'static str {
+        match self {
+            CloseReason::SlowReader => "this stream fell behind; reconnect with Last-Event-ID",
+            CloseReason::Replaced => "a newer stream of the same user replaced this one",
+            CloseReason::TokenExpired => "the stream's credential expired",
+            CloseReason::ClosedByAdmin => "an admin closed this stream",
+        }
+    }
+}
+
+/// A message of the hub's own: no id, and always a JSON object as data (browsers drop an
+/// event without data).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Control {
+    /// The first message of every stream: it is subscribed from here on.
+    Connected {
+        connection_id: String,
+        user: Option<String>,
+        topics: Vec<String>,
+        last_event_id: Option<String>,
+    },
+    Reset {
+        reason: ResetReason,
+        last_event_id: Option<String>,
+    },
+    Closed(CloseReason),
+    Shutdown,
+}
+
+impl Control {
+    /// The event type (`event:` in SSE).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Control::Connected { .. } => "connected",
+            Control::Reset { .. } => "reset",
+            Control::Closed(_) => "closed",
+            Control::Shutdown => "shutdown",
+        }
+    }
+
+    /// The JSON object the message carries.
+    pub fn data(&self) -> Value {
+        match self {
+            Control::Connected {
+                connection_id,
+                user,
+                topics,
+                last_event_id,
+            } => json!({
+                "connection_id": connection_id,
+                "user": user,
+                "topics": topics,
+                "last_event_id": last_event_id,
+            }),
+            Control::Reset {
+                reason,
+                last_event_id,
+            } => {
+                let reason = match reason {
+                    ResetReason::UnknownId => "unknown_id",
+                    ResetReason::Pruned => "pruned",
+                };
+                json!({"reason": reason, "last_event_id": last_event_id})
+            }
+            Control::Closed(r) => json!({"reason": r.as_str(), "message": r.message()}),
+            Control::Shutdown => json!({
+                "reason": "shutdown",
+                "message": "the hub is shutting down; reconnect with Last-Event-ID",
+            }),
+        }
+    }
+
+    /// The message in a stream's format.
+    pub fn encode(&self, format: Format) -> Bytes {
+        match format {
+            Format::Sse | Format::SseEnvelope => sse::control_frame(self.name(), &self.data()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn controls_read_as_before() {
+        let f = Control::Closed(CloseReason::SlowReader).encode(Format::Sse);
+        assert_eq!(
+            &f[..],
+            b"event: closed\ndata: {\"reason\":\"slow_reader\",\"message\":\"this stream fell \
+              behind; reconnect with Last-Event-ID\"}\n\n"
+        );
+        let f = Control::Reset {
+            reason: ResetReason::Pruned,
+            last_event_id: Some("x".into()),
+        }
+        .encode(Format::SseEnvelope);
+        assert_eq!(
+            &f[..],
+            b"event: reset\ndata: {\"reason\":\"pruned\",\"last_event_id\":\"x\"}\n\n"
+        );
+    }
+
+    #[test]
+    fn envelopes_are_built_once() {
+        let ev = Event::new(
+            1,
+            vec!["a".into()],
+            sse::encode_event("1", &["a".into()], None, None, "x"),
+        );
+        let first = ev.encoded(Format::SseEnvelope);
+        let again = ev.encoded(Format::SseEnvelope);
+        assert_eq!(first.as_ptr(), again.as_ptr(), "one encoding, shared");
+        assert!(first.ends_with(b"data: {\"topics\":[\"a\"],\"data\":\"x\"}\n\n"));
+    }
+}

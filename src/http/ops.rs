@@ -1,0 +1,227 @@
+//! Operations (SPEC §5.6): `/health`, and for admins `/stats`, `/metrics` (public when
+//! configured) and `/connections`.
+
+use std::fmt::Write as _;
+
+use http::StatusCode;
+use http::request::Parts;
+use serde_json::{Value, json};
+
+use super::Resp;
+use super::body::{json_response, no_content, text_response};
+use crate::auth::Caller;
+use crate::error::Error;
+use crate::hub::{Health, Hub, Stats};
+
+pub(super) fn health(hub: &Hub) -> Resp {
+    let (status, word) = match hub.health() {
+        Health::Ok => (StatusCode::OK, "ok"),
+        Health::Draining => (StatusCode::SERVICE_UNAVAILABLE, "draining"),
+        Health::StoreFailed => (StatusCode::SERVICE_UNAVAILABLE, "store_failed"),
+    };
+    json_response(status, &json!({"status": word}))
+}
+
+/// `GET /stats`, `GET /metrics`, `GET /connections`.
+pub(super) fn read(hub: &Hub, parts: &Parts, path: &str) -> Result<Resp, Error> {
+    if !(path == "/metrics" && hub.auth().public_metrics()) {
+        admin(hub, parts)?;
+    }
+    Ok(match path {
+        "/stats" => json_response(StatusCode::OK, &stats_json(&hub.stats())),
+        "/metrics" => text_response(
+            StatusCode::OK,
+            "text/plain; version=0.0.4; charset=utf-8",
+            metrics_text(&hub.stats()),
+        ),
+        _ => connections(hub),
+    })
+}
+
+/// `DELETE /connections/{id}`: the stream gets `closed` and ends.
+pub(super) fn close_connection(hub: &Hub, parts: &Parts, id: &str) -> Result<Resp, Error> {
+    admin(hub, parts)?;
+    hub.close_connection(id)?;
+    Ok(no_content())
+}
+
+fn admin(hub: &Hub, parts: &Parts) -> Result<Caller, Error> {
+    let c = hub.auth().authenticate(parts, false)?;
+    if c.is_admin() {
+        Ok(c)
+    } else {
+        Err(c.refuse("this endpoint is for admins".into()))
+    }
+}
+
+fn connections(hub: &Hub) -> Resp {
+    let list: Vec<Value> = hub
+        .connections()
+        .into_iter()
+        .map(|c| {
+            json!({
+                "id": c.id,
+                "user": c.user,
+                "ip": c.ip.to_string(),
+                "topics": c.topics,
+                "connected_at": c.connected_at,
+                "queued": c.queued,
+            })
+        })
+        .collect();
+    json_response(StatusCode::OK, &json!({"connections": list}))
+}
+
+fn stats_json(s: &Stats) -> Value {
+    let per_topic: serde_json::Map<String, Value> = s
+        .streams
+        .per_topic
+        .iter()
+        .map(|(t, n)| (t.clone(), Value::from(*n)))
+        .collect();
+    json!({
+        "connections": {
+            "total": s.streams.connections,
+            "max": s.max_connections,
+            "users": s.streams.users,
+        },
+        "topics": {
+            "total": s.streams.per_topic.len(),
+            "subscriptions": s.streams.subscriptions,
+            "per_topic": per_topic,
+        },
+        "events": {
+            "published": s.published,
+            "delivered": s.delivered,
+            "replayed": s.replayed,
+            "dropped_slow_streams": s.dropped_slow_streams,
+        },
+        "store": {
+            "events": s.store.events,
+            "bytes": s.store.bytes,
+            "disk_bytes": s.store.disk_bytes,
+            "counted": s.store.counted,
+            "healthy": s.store.healthy,
+            "flushes": s.store.flushes,
+        },
+        "memory": { "rss_bytes": s.rss_bytes },
+        "uptime_s": s.uptime_s,
+        "version": env!("CARGO_PKG_VERSION"),
+    })
+}
+
+/// Prometheus text format: one `# HELP`, `# TYPE` and sample per metric.
+fn metrics_text(s: &Stats) -> String {
+    let metrics: [(&str, &str, &str, u64); 17] = [
+        (
+            "runnel_connections",
+            "gauge",
+            "Open SSE streams.",
+            s.streams.connections as u64,
+        ),
+        (
+            "runnel_connections_max",
+            "gauge",
+            "limits.max_connections.",
+            s.max_connections as u64,
+        ),
+        (
+            "runnel_users",
+            "gauge",
+            "Distinct users with an open stream.",
+            s.streams.users as u64,
+        ),
+        (
+            "runnel_topics",
+            "gauge",
+            "Topics with at least one stream.",
+            s.streams.per_topic.len() as u64,
+        ),
+        (
+            "runnel_subscriptions",
+            "gauge",
+            "Topic subscriptions over all streams.",
+            s.streams.subscriptions as u64,
+        ),
+        (
+            "runnel_events_published_total",
+            "counter",
+            "Events accepted for publishing.",
+            s.published,
+        ),
+        (
+            "runnel_events_delivered_total",
+            "counter",
+            "Events queued to streams (one per stream).",
+            s.delivered,
+        ),
+        (
+            "runnel_events_replayed_total",
+            "counter",
+            "Events sent from the log on resume.",
+            s.replayed,
+        ),
+        (
+            "runnel_streams_dropped_slow_total",
+            "counter",
+            "Streams closed because their queue overflowed.",
+            s.dropped_slow_streams,
+        ),
+        (
+            "runnel_streams_opened_total",
+            "counter",
+            "Streams opened since start.",
+            s.streams_opened,
+        ),
+        (
+            "runnel_store_events",
+            "gauge",
+            "Events in the replay log.",
+            s.store.events,
+        ),
+        (
+            "runnel_store_bytes",
+            "gauge",
+            "Bytes of events in the replay log.",
+            s.store.bytes,
+        ),
+        (
+            "runnel_store_disk_bytes",
+            "gauge",
+            "Bytes the replay log takes on disk.",
+            s.store.disk_bytes,
+        ),
+        (
+            "runnel_store_flushes_total",
+            "counter",
+            "Log flushes (group commit: one per batch of publishes).",
+            s.store.flushes,
+        ),
+        (
+            "runnel_store_healthy",
+            "gauge",
+            "1 if the last log write succeeded.",
+            u64::from(s.store.healthy),
+        ),
+        (
+            "process_resident_memory_bytes",
+            "gauge",
+            "Resident memory.",
+            s.rss_bytes,
+        ),
+        (
+            "runnel_uptime_seconds",
+            "gauge",
+            "Seconds since start.",
+            s.uptime_s,
+        ),
+    ];
+    let mut out = String::with_capacity(2048);
+    for (name, kind, help, value) in metrics {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+        );
+    }
+    out
+}

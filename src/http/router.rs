@@ -1,0 +1,102 @@
+//! Routing: a `match` on the path. The API is small and fixed, and a table of closures
+//! would hide it.
+
+use std::net::SocketAddr;
+
+use http::Method;
+use http::request::Parts;
+
+use super::body::decode_path;
+use super::{Req, ReqBody, Resp, assets, events, ops, publish, session};
+use crate::error::Error;
+use crate::hub::Hub;
+
+pub(super) async fn dispatch(hub: &Hub, req: Req, peer: SocketAddr) -> Result<Resp, Error> {
+    let (parts, body) = req.into_parts();
+    let path = parts.uri.path();
+    let m = &parts.method;
+    match path {
+        "/" => {
+            allow(m, &[Method::GET, Method::HEAD], "GET")?;
+            Ok(assets::console())
+        }
+        "/runnel.js" => {
+            allow(m, &[Method::GET, Method::HEAD], "GET")?;
+            Ok(assets::client_js())
+        }
+        "/events" => {
+            allow(m, &[Method::GET, Method::HEAD], "GET, HEAD")?;
+            events::stream(hub, &parts, peer, None)
+        }
+        "/publish" => {
+            allow(m, &[Method::POST], "POST")?;
+            Box::pin(publish::json(hub, parts, body)).await
+        }
+        "/notify" => {
+            allow(m, &[Method::POST], "POST")?;
+            Box::pin(publish::notify(hub, parts, body)).await
+        }
+        "/health" => {
+            allow(m, &[Method::GET, Method::HEAD], "GET")?;
+            Ok(ops::health(hub))
+        }
+        "/stats" | "/metrics" | "/connections" => {
+            allow(m, &[Method::GET], "GET")?;
+            ops::read(hub, &parts, path)
+        }
+        "/subscribe" | "/unsubscribe" => {
+            allow(m, &[Method::POST], "POST")?;
+            let add = path == "/subscribe";
+            Box::pin(session::change(hub, parts, body, add)).await
+        }
+        "/auth/sse-token" => {
+            allow(m, &[Method::POST], "POST")?;
+            session::sse_token(hub, &parts)
+        }
+        "/auth/cookie" => {
+            allow(m, &[Method::POST, Method::DELETE], "POST, DELETE")?;
+            if m == Method::POST {
+                session::set_cookie(hub, &parts)
+            } else {
+                Ok(session::clear_cookie(hub))
+            }
+        }
+        _ => with_argument(hub, parts, body, peer).await,
+    }
+}
+
+/// Paths that carry an argument: a topic or a connection id.
+async fn with_argument(
+    hub: &Hub,
+    parts: Parts,
+    body: ReqBody,
+    peer: SocketAddr,
+) -> Result<Resp, Error> {
+    let path = parts.uri.path();
+    let m = &parts.method;
+    if let Some(t) = path.strip_prefix("/events/") {
+        allow(m, &[Method::GET, Method::HEAD], "GET, HEAD")?;
+        let t = decode_path(t)?;
+        events::stream(hub, &parts, peer, Some(t))
+    } else if let Some(t) = path.strip_prefix("/publish/") {
+        allow(m, &[Method::POST], "POST")?;
+        let t = decode_path(t)?;
+        Box::pin(publish::raw(hub, parts, body, t)).await
+    } else if let Some(id) = path.strip_prefix("/connections/") {
+        allow(m, &[Method::DELETE], "DELETE")?;
+        ops::close_connection(hub, &parts, id)
+    } else {
+        Err(Error::NotFound(format!("no such endpoint: {path}")))
+    }
+}
+
+fn allow(m: &Method, allowed: &[Method], allow: &'static str) -> Result<(), Error> {
+    if allowed.contains(m) {
+        Ok(())
+    } else {
+        Err(Error::MethodNotAllowed {
+            method: m.to_string(),
+            allow,
+        })
+    }
+}

@@ -1,0 +1,174 @@
+//! The hub: the one API every front door calls (SPEC §5 without the HTTP).
+//!
+//! A front door (the HTTP API, and later WebSocket, ntfy, Redis ingress) turns its protocol
+//! into a [`Caller`](crate::auth::Caller) and calls in here: publish events, open a stream,
+//! change subscriptions, list and close connections, read stats and health. The parts behind
+//! it (the log, the broker, the publisher, the idempotency cache) are private to the hub.
+//!
+//! - this file: the handle, start-up, health, request ids, shutdown;
+//! - `publish`: permissions and idempotency around the publisher;
+//! - `subscribe`: streams and sessions; `ops`: connections and stats;
+//! - `maintenance`: the background tasks (heartbeat clock, retention, the log count).
+
+mod maintenance;
+mod ops;
+mod publish;
+mod subscribe;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Instant;
+
+use anyhow::Context as _;
+
+pub(crate) use ops::Stats;
+pub(crate) use publish::Outcome;
+pub(crate) use subscribe::SessionChange;
+
+use crate::auth::Auth;
+use crate::broker::{Broker, BrokerLimits};
+use crate::config::Config;
+use crate::event::Control;
+use crate::idempotency::Idempotency;
+use crate::message::PublishLimits;
+use crate::publisher::Publisher;
+use crate::store::{SharedLog, SledLog};
+use crate::stream::Streams;
+use crate::tls::Tls;
+
+/// The running hub: cheap to clone, passed explicitly to every front door (no globals).
+#[derive(Clone)]
+pub struct Hub {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: Config,
+    auth: Auth,
+    log: SharedLog,
+    broker: Broker,
+    streams: Streams,
+    publisher: Publisher,
+    idempotency: Idempotency,
+    /// The certificate in use, with `[tls]`.
+    tls: Option<Tls>,
+    started: Instant,
+    draining: AtomicBool,
+    request_prefix: u32,
+    request_seq: AtomicU64,
+}
+
+/// What `/health` reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Health {
+    Ok,
+    /// Shutting down.
+    Draining,
+    /// The last write or flush of the log failed.
+    StoreFailed,
+}
+
+impl Hub {
+    /// Opens the store and starts the publisher. `config` must be validated.
+    pub fn open(config: Config) -> anyhow::Result<Hub> {
+        let auth = Auth::new(&config)?;
+        let tls = config.tls.as_ref().map(Tls::load).transpose()?;
+        let log: SharedLog = Arc::new(SledLog::open(&config.data_dir, &config.store)?);
+        let limits = &config.limits;
+        let broker = Broker::new(
+            BrokerLimits {
+                max_connections: limits.max_connections,
+                max_per_user: limits.max_connections_per_user,
+                max_per_ip: limits.max_connections_per_ip,
+                max_topics: limits.max_topics_per_stream,
+                stream_queue: limits.stream_queue,
+                heartbeat_ms: config.stream.heartbeat.as_millis(),
+                single_connection_per_user: limits.single_connection_per_user,
+                session_ttl_ms: config.auth.session_ttl.as_millis(),
+            },
+            log.last_seq(),
+        );
+        let streams = Streams::new(
+            broker.clone(),
+            log.clone(),
+            limits.max_topics_per_stream,
+            config.stream.retry.as_millis(),
+        );
+        let publisher = Publisher::start(log.clone(), broker.clone(), config.store.sync)
+            .context("cannot start the commit thread")?;
+        Ok(Hub {
+            inner: Arc::new(Inner {
+                config,
+                auth,
+                log,
+                broker,
+                streams,
+                publisher,
+                idempotency: Idempotency::default(),
+                tls,
+                started: Instant::now(),
+                draining: AtomicBool::new(false),
+                request_prefix: crate::random::random_u32(),
+                request_seq: AtomicU64::new(0),
+            }),
+        })
+    }
+
+    /// The configuration the hub runs with.
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    /// Who is calling: every front door authenticates through this.
+    pub fn auth(&self) -> &Auth {
+        &self.inner.auth
+    }
+
+    /// The certificate in use, with `[tls]`.
+    pub fn tls(&self) -> Option<&Tls> {
+        self.inner.tls.as_ref()
+    }
+
+    /// The limits every publish is checked against while parsing.
+    pub fn publish_limits(&self) -> PublishLimits {
+        PublishLimits {
+            max_event_bytes: self.inner.config.limits.max_event_bytes.0,
+        }
+    }
+
+    pub fn health(&self) -> Health {
+        if self.inner.draining.load(Ordering::Relaxed) {
+            Health::Draining
+        } else if !self.inner.log.is_healthy() {
+            Health::StoreFailed
+        } else {
+            Health::Ok
+        }
+    }
+
+    /// A fresh request id: a random per-process prefix and a counter.
+    pub fn next_request_id(&self) -> String {
+        let n = self.inner.request_seq.fetch_add(1, Ordering::Relaxed);
+        format!("{:08x}{n:06x}", self.inner.request_prefix)
+    }
+
+    /// Shutdown, first step: `/health` says draining, new streams are refused, and every
+    /// open stream gets `shutdown` after what is queued for it, then ends.
+    pub fn close_streams(&self) {
+        self.inner.draining.store(true, Ordering::Relaxed);
+        self.inner.broker.close_all(Control::Shutdown);
+    }
+
+    /// Shutdown, last step (blocking): finishes the publishes under way, stops the commit
+    /// thread, and flushes the log. Returns whether the flush succeeded.
+    pub fn stop_and_flush(&self) -> bool {
+        self.inner.publisher.stop();
+        match self.inner.log.flush() {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::error!(error = %e, "final flush failed");
+                false
+            }
+        }
+    }
+}

@@ -1,0 +1,75 @@
+//! Operations (SPEC §5.6): open connections, closing one, and the figures behind `/stats`
+//! and `/metrics`.
+
+use std::sync::atomic::Ordering;
+
+use super::Hub;
+use crate::broker::{BrokerSnapshot, ConnectionInfo};
+use crate::error::Error;
+use crate::event::CloseReason;
+use crate::store::StoreStats;
+
+/// Everything `/stats` and `/metrics` show, read at one moment.
+#[derive(Debug, Clone)]
+pub(crate) struct Stats {
+    pub streams: BrokerSnapshot,
+    pub max_connections: usize,
+    pub published: u64,
+    pub delivered: u64,
+    pub replayed: u64,
+    pub dropped_slow_streams: u64,
+    pub streams_opened: u64,
+    pub store: StoreStats,
+    pub rss_bytes: u64,
+    pub uptime_s: u64,
+}
+
+impl Hub {
+    /// The open streams, oldest first.
+    pub fn connections(&self) -> Vec<ConnectionInfo> {
+        self.inner.broker.connections()
+    }
+
+    /// Ends one stream with `closed` (`closed_by_admin`).
+    pub fn close_connection(&self, id: &str) -> Result<(), Error> {
+        if self
+            .inner
+            .broker
+            .close_stream(id, CloseReason::ClosedByAdmin)
+        {
+            Ok(())
+        } else {
+            Err(Error::NotFound(format!("no open stream has id {id:?}")))
+        }
+    }
+
+    pub fn stats(&self) -> Stats {
+        let b = &self.inner.broker;
+        let c = b.counters();
+        let n = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+        Stats {
+            streams: b.snapshot(),
+            max_connections: self.inner.config.limits.max_connections,
+            published: n(&c.published),
+            delivered: n(&c.delivered),
+            replayed: n(&c.replayed),
+            dropped_slow_streams: n(&c.dropped_slow_streams),
+            streams_opened: n(&c.streams_opened),
+            store: self.inner.log.stats(),
+            rss_bytes: rss_bytes(),
+            uptime_s: self.inner.started.elapsed().as_secs(),
+        }
+    }
+}
+
+/// The process's resident memory in bytes, from `/proc/self/status` (0 where unavailable).
+fn rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024)
+}

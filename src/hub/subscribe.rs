@@ -1,0 +1,94 @@
+//! Streams and what they receive: opening one (SPEC §5.1), and changing subscriptions
+//! afterwards, for a user's session or for one stream (SPEC §5.4).
+
+use super::Hub;
+use crate::auth::Caller;
+use crate::error::Error;
+use crate::stream::{StreamRequest, Subscription};
+use crate::topic;
+
+/// `POST /subscribe` and `POST /unsubscribe`, from whichever front door.
+#[derive(Debug, Clone)]
+pub(crate) struct SessionChange {
+    pub topics: Vec<String>,
+    /// The stream to change, for a caller without a user (or one of the user's streams).
+    pub connection_id: Option<String>,
+    /// Subscribe (true) or unsubscribe.
+    pub add: bool,
+}
+
+impl Hub {
+    /// Would this stream open? The same checks as [`Hub::subscribe`], without opening it.
+    pub fn check_stream(&self, caller: &Caller, mut req: StreamRequest) -> Result<(), Error> {
+        self.inner.streams.check(caller, &mut req)
+    }
+
+    /// Opens a stream for `caller`.
+    pub fn subscribe(&self, caller: &Caller, req: StreamRequest) -> Result<Subscription, Error> {
+        self.inner.streams.open(caller, req)
+    }
+
+    /// Adds or removes topics: for an authenticated user, in the session all the user's
+    /// streams follow; otherwise on the stream named by its connection id. Returns the
+    /// resulting topics (the session's, or the stream's).
+    pub fn change_subscriptions(
+        &self,
+        caller: &Caller,
+        change: SessionChange,
+    ) -> Result<Vec<String>, Error> {
+        let SessionChange {
+            mut topics,
+            connection_id,
+            add,
+        } = change;
+        topic::dedup(&mut topics);
+        if topics.is_empty() {
+            return Err(Error::BadRequest("\"topics\" is empty".into()));
+        }
+        if add {
+            caller.check_readable(&topics)?;
+        } else {
+            for t in &topics {
+                topic::validate_pattern(t)?;
+            }
+        }
+        let broker = &self.inner.broker;
+        match (&caller.user, &connection_id) {
+            (Some(user), id) => {
+                // A user's change goes into the session; a connection id, if given, must be
+                // one of the user's streams.
+                if let Some(id) = id
+                    && broker.stream_owned_by(id, user) != Some(true)
+                {
+                    return Err(Error::NotFound(format!(
+                        "you have no open stream with connection_id {id:?}"
+                    )));
+                }
+                if add {
+                    broker.session_subscribe(user, &topics)
+                } else {
+                    Ok(broker.session_unsubscribe(user, &topics))
+                }
+            }
+            (None, Some(id)) => {
+                if !caller.may_stream() {
+                    return Err(Error::Unauthorized("credentials are required".into()));
+                }
+                if add {
+                    broker.stream_subscribe(id, &topics)
+                } else {
+                    broker.stream_unsubscribe(id, &topics)
+                }
+            }
+            (None, None) => Err(if caller.may_stream() {
+                Error::BadRequest(
+                    "without a user, name the stream: {\"topics\": [...], \"connection_id\": \
+                     \"...\"} (from the stream's `connected` event)"
+                        .into(),
+                )
+            } else {
+                Error::Unauthorized("credentials are required".into())
+            }),
+        }
+    }
+}

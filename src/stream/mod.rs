@@ -1,0 +1,101 @@
+//! Streams (SPEC §5.1, §5.3): what a subscriber receives, whatever the transport.
+//!
+//! Opening a stream checks the caller's topics, registers it with the broker (from then on
+//! it receives every new event), and decides how it resumes: from the client's id, from the
+//! start (`earliest`, or after a `reset`), or not at all. A [`Subscription`] then yields,
+//! in one format, the opening (`connected`, perhaps `reset`), the replay from the log up to
+//! the registration point, and the live events after it: no gap, no duplicate.
+//!
+//! - `open`: the checks and the resume decision;
+//! - `replay`: reading the log off the async workers, and the race with retention.
+//!
+//! A front door writes what [`Subscription::poll_next`] yields (the SSE body of `http`, the
+//! connection writer of `server`), and drops the subscription when its client leaves.
+
+mod open;
+mod replay;
+#[cfg(test)]
+mod tests;
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+
+use crate::broker::{Broker, Subscriber};
+use crate::event::Format;
+use crate::store::SharedLog;
+
+use replay::Replay;
+
+/// What a client asks of a stream, from whichever front door.
+#[derive(Debug, Clone)]
+pub(crate) struct StreamRequest {
+    /// Topics and patterns named by the client.
+    pub named: Vec<String>,
+    /// Where to resume: an event id, `earliest`, or nothing (live only).
+    pub last_event_id: Option<String>,
+    pub ip: IpAddr,
+    pub format: Format,
+}
+
+/// Opens streams: the hub's parts a stream needs, and the settings it uses.
+pub(crate) struct Streams {
+    broker: Broker,
+    log: SharedLog,
+    max_topics: usize,
+    retry_ms: u64,
+}
+
+impl Streams {
+    pub fn new(broker: Broker, log: SharedLog, max_topics: usize, retry_ms: u64) -> Streams {
+        Streams {
+            broker,
+            log,
+            max_topics,
+            retry_ms,
+        }
+    }
+}
+
+/// One open stream: its opening, then the replay, then live events, in its format, until
+/// the hub closes it. Dropping it (the client left) unregisters the stream.
+pub(crate) struct Subscription {
+    broker: Broker,
+    sub: Arc<Subscriber>,
+    format: Format,
+    /// The first write: the format's opening, `connected`, and a `reset` if one is due.
+    opening: Option<Bytes>,
+    replay: Option<Box<Replay>>,
+}
+
+impl Subscription {
+    /// The next bytes to write, or `None` once the stream has ended.
+    pub fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Bytes>> {
+        if let Some(first) = self.opening.take() {
+            return Poll::Ready(Some(first));
+        }
+        if let Some(replay) = &mut self.replay {
+            match replay.poll_next(cx, self.format, self.broker.counters()) {
+                Poll::Ready(Ok(Some(chunk))) => return Poll::Ready(Some(chunk)),
+                Poll::Ready(Ok(None)) => self.replay = None,
+                Poll::Ready(Err(e)) => {
+                    // The client reconnects with its last id and tries again.
+                    tracing::warn!(conn = %self.sub.id, error = %e, "replay failed; ending stream");
+                    self.replay = None;
+                    self.sub.close(None, true);
+                }
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        self.sub.poll_next(cx, self.broker.now_ms(), self.format)
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        self.broker.unregister(&self.sub);
+        tracing::debug!(conn = %self.sub.id, "stream closed");
+    }
+}

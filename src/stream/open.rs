@@ -1,0 +1,99 @@
+//! Opening a stream: who may, what it receives, and how it resumes.
+
+use bytes::{Bytes, BytesMut};
+
+use super::replay::Replay;
+use super::{StreamRequest, Streams, Subscription};
+use crate::auth::Caller;
+use crate::broker::StreamSpec;
+use crate::error::Error;
+use crate::event::{Control, ResetReason};
+use crate::store::{Resume, Selector};
+use crate::topic;
+
+impl Streams {
+    /// Would this stream open? The checks of [`Streams::open`] short of registering: the
+    /// caller may stream at all, names few enough topics, and may read each. Removes
+    /// repeated names from the request.
+    pub fn check(&self, caller: &Caller, req: &mut StreamRequest) -> Result<(), Error> {
+        if !caller.may_stream() {
+            return Err(Error::Unauthorized("credentials are required".into()));
+        }
+        topic::dedup(&mut req.named);
+        let max = self.max_topics;
+        if req.named.len() > max {
+            return Err(Error::BadRequest(format!(
+                "a stream names at most {max} topics (limits.max_topics_per_stream), got {}",
+                req.named.len()
+            )));
+        }
+        caller.check_readable(&req.named)
+    }
+
+    /// Opens a stream: it receives the topics it names, its user's personal topic and
+    /// session topics, and the broadcast; it is subscribed before this returns.
+    pub fn open(&self, caller: &Caller, mut req: StreamRequest) -> Result<Subscription, Error> {
+        self.check(caller, &mut req)?;
+        let mut topics = std::mem::take(&mut req.named);
+        if let Some(u) = &caller.user {
+            topics.push(topic::personal_topic(u));
+        }
+        topics.push(topic::BROADCAST.to_string());
+        topic::dedup(&mut topics);
+        let reg = self.broker.register(
+            StreamSpec {
+                user: caller.user.clone(),
+                admin: caller.admin,
+                ip: req.ip,
+                topics,
+                expires_at: caller.expires_at,
+            },
+            |t| caller.can_read(t),
+        )?;
+        let last_id = req.last_event_id;
+        let live_from = reg.live_from;
+        // What to replay: up to `live_from`, every later event arrives live.
+        let (reset, after) = match last_id.as_deref().map(|id| self.log.ids().parse(id)) {
+            None => (None, None),
+            Some(Resume::After(seq)) if seq > live_from => (Some(ResetReason::UnknownId), Some(0)),
+            Some(Resume::After(seq)) => (None, Some(seq)),
+            Some(Resume::Unknown) => (Some(ResetReason::UnknownId), Some(0)),
+        };
+        let mut opening = BytesMut::with_capacity(512);
+        opening.extend_from_slice(&req.format.opening(self.retry_ms));
+        let connected = Control::Connected {
+            connection_id: reg.sub.id.clone(),
+            user: caller.user.clone(),
+            topics: reg.topics.clone(),
+            last_event_id: last_id.clone(),
+        };
+        opening.extend_from_slice(&connected.encode(req.format));
+        if let Some(reason) = reset {
+            let reset = Control::Reset {
+                reason,
+                last_event_id: last_id.clone(),
+            };
+            opening.extend_from_slice(&reset.encode(req.format));
+        }
+        let replay = after.filter(|a| *a < live_from).map(|after| {
+            Box::new(Replay::new(
+                self.log.clone(),
+                Selector::new(&reg.topics, caller.user.clone(), caller.admin),
+                after,
+                live_from,
+                // Continuity is promised only when resuming from an id without a reset:
+                // then retention cutting into the range is a `reset` (pruned) of its own.
+                last_id.clone().filter(|_| reset.is_none() && after > 0),
+            ))
+        });
+        tracing::debug!(conn = %reg.sub.id, user = ?caller.user, topics = ?reg.topics,
+            last_event_id = ?last_id, reset = ?reset, "stream opened");
+        Ok(Subscription {
+            broker: self.broker.clone(),
+            sub: reg.sub,
+            format: req.format,
+            opening: Some(Bytes::from(opening)),
+            replay,
+        })
+    }
+}
