@@ -38,8 +38,6 @@ pub enum Error {
         message: String,
         retry_after: Option<u64>,
     },
-    #[error("{0}")]
-    Internal(String),
 }
 
 impl Error {
@@ -58,7 +56,6 @@ impl Error {
             Error::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Error::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             Error::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
-            Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -78,7 +75,6 @@ impl Error {
             Error::UnsupportedMediaType(_) => "unsupported_media_type",
             Error::TooManyRequests { .. } => "too_many_requests",
             Error::Unavailable { .. } => "unavailable",
-            Error::Internal(_) => "internal",
         }
     }
 
