@@ -22,6 +22,8 @@
 //!   their wire formats), [`sse`] (framing and a parser), [`topic`], [`config`] (and its
 //!   value types), [`error`], `idempotency`, [`shutdown`], `time`, `random`.
 
+#![warn(clippy::too_many_lines)]
+
 pub mod auth;
 pub(crate) mod broker;
 pub mod cli;

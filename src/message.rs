@@ -188,6 +188,40 @@ pub fn parse_notify(body: &[u8], limits: PublishLimits) -> Result<NewEvent, Erro
             )));
         }
     }
+    check_notification(&data)?;
+    let target: Target = from_value(Value::Object(target))?;
+    let no_target = target.topic.is_none()
+        && target.topics.is_none()
+        && target.user.is_none()
+        && target.broadcast.is_none();
+    let topics = if no_target {
+        vec![topic::BROADCAST.to_string()]
+    } else {
+        resolve_target(target)?
+    };
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Options {
+        retry: Option<u64>,
+        persist: Option<bool>,
+        idempotency_key: Option<String>,
+    }
+    let o: Options = from_value(Value::Object(options))?;
+    let data = serde_json::to_string(&Value::Object(data)).unwrap_or_default();
+    build(
+        topics,
+        Some("notification".into()),
+        data,
+        o.retry,
+        o.persist,
+        o.idempotency_key,
+        limits,
+    )
+}
+
+/// The notification's own fields: a non-empty title or content, a known type, a boolean
+/// `auto_hide`, a whole-millisecond `duration`.
+fn check_notification(data: &serde_json::Map<String, Value>) -> Result<(), Error> {
     let text = |k: &str| match data.get(k) {
         None | Some(Value::String(_)) => Ok(()),
         Some(_) => Err(Error::BadRequest(format!("\"{k}\" must be a string"))),
@@ -224,34 +258,7 @@ pub fn parse_notify(body: &[u8], limits: PublishLimits) -> Result<NewEvent, Erro
             "\"duration\" must be a whole number of milliseconds".into(),
         ));
     }
-    let target: Target = from_value(Value::Object(target))?;
-    let no_target = target.topic.is_none()
-        && target.topics.is_none()
-        && target.user.is_none()
-        && target.broadcast.is_none();
-    let topics = if no_target {
-        vec![topic::BROADCAST.to_string()]
-    } else {
-        resolve_target(target)?
-    };
-    #[derive(Deserialize)]
-    #[serde(deny_unknown_fields)]
-    struct Options {
-        retry: Option<u64>,
-        persist: Option<bool>,
-        idempotency_key: Option<String>,
-    }
-    let o: Options = from_value(Value::Object(options))?;
-    let data = serde_json::to_string(&Value::Object(data)).unwrap_or_default();
-    build(
-        topics,
-        Some("notification".into()),
-        data,
-        o.retry,
-        o.persist,
-        o.idempotency_key,
-        limits,
-    )
+    Ok(())
 }
 
 /// Deserializes with the field's name in the error (`retry: invalid type ...`).

@@ -112,116 +112,37 @@ fn stats_json(s: &Stats) -> Value {
 
 /// Prometheus text format: one `# HELP`, `# TYPE` and sample per metric.
 fn metrics_text(s: &Stats) -> String {
-    let metrics: [(&str, &str, &str, u64); 17] = [
-        (
-            "runnel_connections",
-            "gauge",
-            "Open SSE streams.",
-            s.streams.connections as u64,
-        ),
-        (
-            "runnel_connections_max",
-            "gauge",
-            "limits.max_connections.",
-            s.max_connections as u64,
-        ),
-        (
-            "runnel_users",
-            "gauge",
-            "Distinct users with an open stream.",
-            s.streams.users as u64,
-        ),
-        (
-            "runnel_topics",
-            "gauge",
-            "Topics with at least one stream.",
-            s.streams.per_topic.len() as u64,
-        ),
-        (
-            "runnel_subscriptions",
-            "gauge",
-            "Topic subscriptions over all streams.",
-            s.streams.subscriptions as u64,
-        ),
-        (
-            "runnel_events_published_total",
-            "counter",
-            "Events accepted for publishing.",
-            s.published,
-        ),
-        (
-            "runnel_events_delivered_total",
-            "counter",
-            "Events queued to streams (one per stream).",
-            s.delivered,
-        ),
-        (
-            "runnel_events_replayed_total",
-            "counter",
-            "Events sent from the log on resume.",
-            s.replayed,
-        ),
-        (
-            "runnel_streams_dropped_slow_total",
-            "counter",
-            "Streams closed because their queue overflowed.",
-            s.dropped_slow_streams,
-        ),
-        (
-            "runnel_streams_opened_total",
-            "counter",
-            "Streams opened since start.",
-            s.streams_opened,
-        ),
-        (
-            "runnel_store_events",
-            "gauge",
-            "Events in the replay log.",
-            s.store.events,
-        ),
-        (
-            "runnel_store_bytes",
-            "gauge",
-            "Bytes of events in the replay log.",
-            s.store.bytes,
-        ),
-        (
-            "runnel_store_disk_bytes",
-            "gauge",
-            "Bytes the replay log takes on disk.",
-            s.store.disk_bytes,
-        ),
-        (
-            "runnel_store_flushes_total",
-            "counter",
-            "Log flushes (group commit: one per batch of publishes).",
-            s.store.flushes,
-        ),
-        (
-            "runnel_store_healthy",
-            "gauge",
-            "1 if the last log write succeeded.",
-            u64::from(s.store.healthy),
-        ),
-        (
-            "process_resident_memory_bytes",
-            "gauge",
-            "Resident memory.",
-            s.rss_bytes,
-        ),
-        (
-            "runnel_uptime_seconds",
-            "gauge",
-            "Seconds since start.",
-            s.uptime_s,
-        ),
-    ];
     let mut out = String::with_capacity(2048);
-    for (name, kind, help, value) in metrics {
+    for (name, kind, help, value) in metrics(s) {
         let _ = writeln!(
             out,
             "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
         );
     }
     out
+}
+
+/// Every metric: name, type, help, value (one line each, so each name sits by its value).
+#[rustfmt::skip]
+fn metrics(s: &Stats) -> [(&'static str, &'static str, &'static str, u64); 17] {
+    let b = &s.streams;
+    [
+        ("runnel_connections", "gauge", "Open SSE streams.", b.connections as u64),
+        ("runnel_connections_max", "gauge", "limits.max_connections.", s.max_connections as u64),
+        ("runnel_users", "gauge", "Distinct users with an open stream.", b.users as u64),
+        ("runnel_topics", "gauge", "Topics with at least one stream.", b.per_topic.len() as u64),
+        ("runnel_subscriptions", "gauge", "Topic subscriptions over all streams.", b.subscriptions as u64),
+        ("runnel_events_published_total", "counter", "Events accepted for publishing.", s.published),
+        ("runnel_events_delivered_total", "counter", "Events queued to streams (one per stream).", s.delivered),
+        ("runnel_events_replayed_total", "counter", "Events sent from the log on resume.", s.replayed),
+        ("runnel_streams_dropped_slow_total", "counter", "Streams closed because their queue overflowed.", s.dropped_slow_streams),
+        ("runnel_streams_opened_total", "counter", "Streams opened since start.", s.streams_opened),
+        ("runnel_store_events", "gauge", "Events in the replay log.", s.store.events),
+        ("runnel_store_bytes", "gauge", "Bytes of events in the replay log.", s.store.bytes),
+        ("runnel_store_disk_bytes", "gauge", "Bytes the replay log takes on disk.", s.store.disk_bytes),
+        ("runnel_store_flushes_total", "counter", "Log flushes (group commit: one per batch of publishes).", s.store.flushes),
+        ("runnel_store_healthy", "gauge", "1 if the last log write succeeded.", u64::from(s.store.healthy)),
+        ("process_resident_memory_bytes", "gauge", "Resident memory.", s.rss_bytes),
+        ("runnel_uptime_seconds", "gauge", "Seconds since start.", s.uptime_s),
+    ]
 }

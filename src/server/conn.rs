@@ -35,9 +35,8 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::runtime::Handle;
 
-use super::head::{Head, read_head, response_head};
+use super::head::{Head, header_limit, read_head, response_head};
 use super::io::{Rewind, WriteTimeout};
-use crate::config::LimitsConfig;
 use crate::http::{self as api, Body, ReqBody};
 use crate::hub::Hub;
 use crate::shutdown::Shutdown;
@@ -290,9 +289,4 @@ fn service(
     service_fn(move |req: Request<Incoming>| {
         api::handle(hub.clone(), req.map(ReqBody::Hyper), peer)
     })
-}
-
-/// How large a request head may grow (`limits.max_header_bytes`), for hyper's builders.
-pub(super) fn header_limit(limits: &LimitsConfig) -> usize {
-    usize::try_from(limits.max_header_bytes.0).unwrap_or(16 << 10)
 }

@@ -6,6 +6,7 @@ use http::header::{CONNECTION, CONTENT_LENGTH, HeaderName, HeaderValue, TRANSFER
 use http::{Method, Request, StatusCode, Uri, Version};
 use tokio::io::{AsyncRead, AsyncReadExt};
 
+use crate::config::LimitsConfig;
 use crate::http::{Req, ReqBody};
 use crate::hub::Hub;
 use crate::shutdown::Shutdown;
@@ -14,6 +15,11 @@ use crate::shutdown::Shutdown;
 const FIRST_READ: usize = 2048;
 /// Header lines parsed here; a head with more goes to hyper.
 const MAX_HEADERS: usize = 64;
+
+/// How large a request head may grow (`limits.max_header_bytes`), for hyper's builders.
+pub(super) fn header_limit(limits: &LimitsConfig) -> usize {
+    usize::try_from(limits.max_header_bytes.0).unwrap_or(16 << 10)
+}
 
 pub(super) enum Head {
     /// The client went away, sent nothing in time, or the hub is stopping.
@@ -34,7 +40,7 @@ pub(super) async fn read_head<S: AsyncRead + Unpin>(
     shutdown: &Shutdown,
 ) -> Head {
     let limits = &hub.config().limits;
-    let max = super::conn::header_limit(limits);
+    let max = header_limit(limits);
     let read = async {
         let mut buf: Vec<u8> = Vec::with_capacity(FIRST_READ.min(max));
         loop {
