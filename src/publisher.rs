@@ -235,17 +235,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(SledLog::open(dir.path(), &StoreConfig::default()).unwrap());
         store.set_slow_flush(50);
-        let limits = BrokerLimits {
-            max_connections: 10,
-            max_per_user: 10,
-            max_per_ip: 10,
-            max_topics: 10,
-            stream_queue: 10,
-            heartbeat_ms: 1000,
-            single_connection_per_user: false,
-            session_ttl_ms: 1000,
-        };
-        let broker = Broker::new(limits, 0);
+        let broker = Broker::new(BrokerLimits::small(), 0);
         let publisher = Publisher::start(store.clone(), broker, sync).unwrap();
         let tasks: Vec<_> = (0..32)
             .map(|i| {

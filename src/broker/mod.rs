@@ -19,6 +19,8 @@
 mod queue;
 mod registry;
 mod session;
+#[cfg(test)]
+mod tests;
 
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -53,6 +55,23 @@ pub(crate) struct BrokerLimits {
     pub heartbeat_ms: u64,
     pub single_connection_per_user: bool,
     pub session_ttl_ms: u64,
+}
+
+#[cfg(test)]
+impl BrokerLimits {
+    /// Small limits for tests: 10 of everything, a 1 s heartbeat and session TTL.
+    pub fn small() -> BrokerLimits {
+        BrokerLimits {
+            max_connections: 10,
+            max_per_user: 10,
+            max_per_ip: 10,
+            max_topics: 10,
+            stream_queue: 10,
+            heartbeat_ms: 1000,
+            single_connection_per_user: false,
+            session_ttl_ms: 1000,
+        }
+    }
 }
 
 /// The broker handle: cheap to clone.

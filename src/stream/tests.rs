@@ -10,17 +10,19 @@ use crate::config::{Config, StoreConfig};
 use crate::store::testing::{append_all, event};
 use crate::store::{Log, SledLog};
 
-fn limits() -> BrokerLimits {
-    BrokerLimits {
-        max_connections: 10,
-        max_per_user: 10,
-        max_per_ip: 10,
-        max_topics: 10,
-        stream_queue: 10,
-        heartbeat_ms: 1000,
-        single_connection_per_user: false,
-        session_ttl_ms: 1000,
-    }
+/// Opens a stream on `t` for an open hub's caller.
+fn open_on_t(streams: &Streams, last_event_id: &str, format: Format) -> Subscription {
+    let caller = Auth::new(&Config::default())
+        .unwrap()
+        .authenticate(&http::Request::new(()).into_parts().0, false)
+        .unwrap();
+    let req = StreamRequest {
+        named: vec!["t".into()],
+        last_event_id: Some(last_event_id.into()),
+        ip: std::net::Ipv4Addr::LOCALHOST.into(),
+        format,
+    };
+    streams.open(&caller, req).unwrap()
 }
 
 /// A log of 10 events on `t` (retention keeps 5), and a stream on `t` resuming after
@@ -36,18 +38,8 @@ fn resume_after_2(dir: &std::path::Path) -> (Arc<SledLog>, Streams, Subscription
         .map(|s| event(&*log, s, &["t"], &s.to_string()))
         .collect();
     append_all(&*log, &events, crate::time::unix_ms());
-    let streams = Streams::new(Broker::new(limits(), 10), log.clone(), 10, 500);
-    let caller = Auth::new(&Config::default())
-        .unwrap()
-        .authenticate(&http::Request::new(()).into_parts().0, false)
-        .unwrap();
-    let req = StreamRequest {
-        named: vec!["t".into()],
-        last_event_id: Some(log.ids().format(2)),
-        ip: std::net::Ipv4Addr::LOCALHOST.into(),
-        format: Format::Sse,
-    };
-    let sub = streams.open(&caller, req).unwrap();
+    let streams = Streams::new(Broker::new(BrokerLimits::small(), 10), log.clone(), 10, 500);
+    let sub = open_on_t(&streams, &log.ids().format(2), Format::Sse);
     (log, streams, sub)
 }
 
@@ -96,19 +88,9 @@ async fn envelope_streams_wrap_replay_and_live_events() {
     let dir = tempfile::tempdir().unwrap();
     let log = Arc::new(SledLog::open(dir.path(), &StoreConfig::default()).unwrap());
     append_all(&*log, &[event(&*log, 1, &["t"], "old")], 1);
-    let broker = Broker::new(limits(), 1);
+    let broker = Broker::new(BrokerLimits::small(), 1);
     let streams = Streams::new(broker.clone(), log.clone(), 10, 500);
-    let caller = Auth::new(&Config::default())
-        .unwrap()
-        .authenticate(&http::Request::new(()).into_parts().0, false)
-        .unwrap();
-    let req = StreamRequest {
-        named: vec!["t".into()],
-        last_event_id: Some("earliest".into()),
-        ip: std::net::Ipv4Addr::LOCALHOST.into(),
-        format: Format::SseEnvelope,
-    };
-    let mut sub = streams.open(&caller, req).unwrap();
+    let mut sub = open_on_t(&streams, "earliest", Format::SseEnvelope);
     next_text(&mut sub).await;
     assert_eq!(
         datas(&next_text(&mut sub).await),
