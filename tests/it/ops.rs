@@ -1,10 +1,8 @@
 //! SPEC §5.6: health, stats, metrics, connections; request ids; the console page.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use serde_json::json;
 
 #[tokio::test]
@@ -172,4 +170,55 @@ async fn console_page_is_served() {
     );
     assert!(js.text().contains("export class Runnel"));
     assert_eq!(js.header("x-content-type-options"), Some("nosniff"));
+}
+
+#[tokio::test]
+async fn admins_close_connections() {
+    let hub = secure_hub().await;
+    let alice = bearer(&jwt(json!({"sub": "alice"})));
+    let mut s = stream_as(&hub, "/events", &[("authorization", &alice)]).await;
+    let id = s.connected().await["connection_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let path = format!("/connections/{id}");
+    request(hub.addr, "DELETE", &path, &[("authorization", &alice)], b"")
+        .await
+        .assert_error(403, "forbidden");
+    let list = request(
+        hub.addr,
+        "GET",
+        "/connections",
+        &[("x-api-key", "admin-key")],
+        b"",
+    )
+    .await
+    .json();
+    assert_eq!(list["connections"][0]["user"], "alice");
+    let r = request(
+        hub.addr,
+        "DELETE",
+        &path,
+        &[("x-api-key", "admin-key")],
+        b"",
+    )
+    .await;
+    assert_eq!(r.status, 204);
+    assert!(s.next().await.is_control("closed"));
+}
+
+#[tokio::test]
+async fn an_admin_close_of_a_stalled_stream_takes_effect_at_once() {
+    let hub = patient_hub().await;
+    let (id, _stalled) = stalled_stream(&hub, "big", &jwt(json!({"sub": "alice"}))).await;
+    assert_eq!(open_streams(&hub).await, 1);
+    let close = format!("/connections/{id}");
+    assert_eq!(as_admin(&hub, "DELETE", &close).await.status, 204);
+    // Not after its writer gives up on the client: now.
+    assert_eq!(open_streams(&hub).await, 0);
+    let list = as_admin(&hub, "GET", "/connections").await;
+    assert_eq!(list.json()["connections"], json!([]));
+    // A second close finds nothing.
+    let again = as_admin(&hub, "DELETE", &close).await;
+    assert_eq!(again.status, 404);
 }

@@ -1,14 +1,12 @@
 //! Nothing lost, nothing stuck (SPEC §7, §8): crash safety, group commit, store failures,
 //! retention under load, slow readers, hostile HTTP.
 
-mod common;
-
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use runnel::config::{ByteSize, Dur};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

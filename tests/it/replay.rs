@@ -1,12 +1,10 @@
 //! SPEC §5.1 resume, §5.3 gaps, §7 the log: replay is complete, ordered, joined to the live
 //! stream with no gap and no duplicate, and survives restarts.
 
-mod common;
-
 use std::collections::HashSet;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use runnel::config::Dur;
 use serde_json::{Value, json};
 

@@ -1,11 +1,9 @@
 //! SPEC §9: systemd readiness, watchdog and reload, through the real binary.
 
-mod common;
-
 use std::os::unix::net::UnixDatagram;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 
 /// Reads notify datagrams until one equals `want` (or panics after `t`); returns all seen.
 fn expect(sock: &UnixDatagram, want: &str, t: Duration) -> Vec<String> {

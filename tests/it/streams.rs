@@ -1,10 +1,8 @@
 //! SPEC §5.1: opening streams, the first frames, topics, fan-out, heartbeat.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use serde_json::json;
 
 #[tokio::test]

@@ -1,27 +1,19 @@
 //! SPEC §2, §6.1, §8, §9: the command line, start-up refusals, slow readers, limits and
 //! graceful shutdown.
 
-mod common;
-
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use serde_json::json;
 
+/// Runs the binary to completion with a clean `RUNNEL_*` environment plus `env`.
 fn runnel(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
-    let mut cmd = Command::new(bin());
-    cmd.args(args).stdin(Stdio::null());
-    for (k, _) in std::env::vars() {
-        if k.starts_with("RUNNEL_") {
-            cmd.env_remove(k);
-        }
-    }
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    cmd.output().unwrap()
+    command(bin(), args, env)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
 }
 
 #[tokio::test]
@@ -248,36 +240,6 @@ async fn a_slow_reader_is_cut_off_and_others_get_everything() {
         "only the fast reader is left: {s}"
     );
     drop(stalled);
-}
-
-#[tokio::test]
-async fn connection_limits() {
-    let hub = TestHub::start_with(|c| {
-        c.limits.max_connections = 2;
-    })
-    .await;
-    let mut a = hub.sse("/events").await;
-    let mut b = hub.sse("/events").await;
-    a.connected().await;
-    b.connected().await;
-    let c = hub.sse("/events").await;
-    assert_eq!(c.status, 503);
-    assert_eq!(c.error_json()["error"]["code"], "unavailable");
-    assert!(c.header("retry-after").is_some());
-    a.close();
-    assert!(
-        eventually(Duration::from_secs(5), async || {
-            hub.sse("/events").await.status == 200
-        })
-        .await
-    );
-
-    let hub = TestHub::start_with(|c| c.limits.max_connections_per_ip = 1).await;
-    let mut a = hub.sse("/events").await;
-    a.connected().await;
-    let b = hub.sse("/events").await;
-    assert_eq!(b.status, 429);
-    assert_eq!(b.error_json()["error"]["code"], "too_many_requests");
 }
 
 /// `runnel sub` prints events, and after the hub restarts it resumes where it stopped.

@@ -1,8 +1,6 @@
 //! Bad input gets a clear JSON error with the right status, and the hub keeps serving.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use serde_json::json;
 
 async fn post(hub: &TestHub, path: &str, ct: Option<&str>, body: &[u8]) -> Resp {

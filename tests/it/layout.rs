@@ -280,7 +280,7 @@ fn modules_import_each_other_in_no_circle() {
             panic!("import circle in src/{folder}/: {}", c.join(" -> "));
         }
     }
-    // The map, for whoever runs `cargo test --test layout -- --nocapture`.
+    // The map, for whoever runs `cargo test --test it layout -- --nocapture`.
     for (m, to) in &g.top {
         println!(
             "{m} -> {}",

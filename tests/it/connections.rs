@@ -1,11 +1,9 @@
 //! The first request on a connection is read by runnel itself (event streams are written
 //! without hyper); everything else must still behave exactly like plain HTTP/1.1.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -165,4 +163,72 @@ async fn http10_and_head_requests_still_work() {
     assert!(r.body.is_empty());
     let stats = hub.get("/stats").await.json();
     assert_eq!(stats["connections"]["total"], 0, "{stats}");
+}
+
+/// `HEAD /events` answers what `GET` would (401, 403, 200) without opening a stream, and
+/// does not spend a single-use exchange token.
+#[tokio::test]
+async fn head_probes_a_stream_without_opening_it() {
+    let hub = TestHub::start_with(|c| {
+        secured(c);
+        c.auth.default_subscribe = vec!["news".into()];
+    })
+    .await;
+    let alice = bearer(&jwt(json!({"sub": "alice"})));
+    let head = |path: &'static str, h: Vec<(&'static str, String)>| {
+        let addr = hub.addr;
+        async move {
+            let h: Vec<(&str, &str)> = h.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            request(addr, "HEAD", path, &h, b"").await.status
+        }
+    };
+    assert_eq!(head("/events?topic=news", vec![]).await, 401);
+    assert_eq!(
+        head("/events?topic=news", vec![("authorization", alice.clone())]).await,
+        200
+    );
+    assert_eq!(
+        head("/events/news", vec![("authorization", alice.clone())]).await,
+        200
+    );
+    assert_eq!(
+        head(
+            "/events?topic=secret",
+            vec![("authorization", alice.clone())]
+        )
+        .await,
+        403
+    );
+    let expired = bearer(&jwt(json!({"sub": "alice", "exp": now() - 10})));
+    assert_eq!(
+        head("/events?topic=news", vec![("authorization", expired)]).await,
+        401
+    );
+    // An exchange token is neither accepted nor spent by a probe.
+    let r = request(
+        hub.addr,
+        "POST",
+        "/auth/sse-token",
+        &[("authorization", &alice)],
+        b"",
+    )
+    .await;
+    let token = r.json()["token"].as_str().unwrap().to_string();
+    let path = format!("/events?topic=news&token={token}");
+    assert_eq!(request(hub.addr, "HEAD", &path, &[], b"").await.status, 401);
+    let mut s = stream_as(&hub, &path, &[]).await;
+    assert_eq!(s.connected().await["user"], "alice");
+    let stats = request(
+        hub.addr,
+        "GET",
+        "/stats",
+        &[("x-api-key", "admin-key")],
+        b"",
+    )
+    .await;
+    assert_eq!(
+        stats.json()["connections"]["total"],
+        1,
+        "probes opened nothing"
+    );
 }

@@ -1,10 +1,8 @@
 //! SPEC §5.2: every way to publish, and what the publisher is told.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use serde_json::{Value, json};
 
 #[tokio::test]
