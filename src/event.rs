@@ -132,6 +132,23 @@ impl CloseReason {
     }
 }
 
+/// How the hub ends a stream: its last message. Small, so a stream's queue carries it
+/// until the stream is written to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ending {
+    Closed(CloseReason),
+    Shutdown,
+}
+
+impl Ending {
+    pub fn control(self) -> Control {
+        match self {
+            Ending::Closed(r) => Control::Closed(r),
+            Ending::Shutdown => Control::Shutdown,
+        }
+    }
+}
+
 /// A message of the hub's own: no id, and always a JSON object as data (browsers drop an
 /// event without data).
 #[derive(Debug, Clone, PartialEq)]

@@ -32,7 +32,7 @@ pub(crate) use queue::Subscriber;
 use registry::Registry;
 
 use crate::error::Error;
-use crate::event::{CloseReason, Control, Event};
+use crate::event::{CloseReason, Ending, Event};
 
 /// Counters shown by `/stats` and `/metrics`.
 #[derive(Debug, Default)]
@@ -201,7 +201,7 @@ impl Broker {
         drop(reg);
         for old in replaced {
             old.sub
-                .close(Some(Control::Closed(CloseReason::Replaced)), true);
+                .close(Some(Ending::Closed(CloseReason::Replaced)), true);
         }
         self.inner
             .counters
@@ -341,7 +341,7 @@ impl Broker {
         };
         for s in expired {
             tracing::debug!(conn = %s.id, "credential expired; ending stream");
-            s.close(Some(Control::Closed(CloseReason::TokenExpired)), false);
+            s.close(Some(Ending::Closed(CloseReason::TokenExpired)), false);
         }
         for s in open {
             s.keepalive_if_silent(now, self.inner.limits.heartbeat_ms);
@@ -349,14 +349,14 @@ impl Broker {
     }
 
     /// Shutdown: refuse new streams and end every open one with `last` after what is queued.
-    pub fn close_all(&self, last: Control) {
+    pub fn close_all(&self, last: Ending) {
         let subs: Vec<Arc<Subscriber>> = {
             let mut reg = self.registry();
             reg.closed = true;
             reg.streams.values().map(|e| e.sub.clone()).collect()
         };
         for s in subs {
-            s.close(Some(last.clone()), false);
+            s.close(Some(last), false);
         }
     }
 
@@ -371,7 +371,7 @@ impl Broker {
         };
         match entry {
             Some(e) => {
-                e.sub.close(Some(Control::Closed(reason)), true);
+                e.sub.close(Some(Ending::Closed(reason)), true);
                 true
             }
             None => false,

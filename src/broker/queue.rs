@@ -10,7 +10,7 @@ use std::task::{Context, Poll, Waker};
 use bytes::{Bytes, BytesMut};
 
 use super::Counters;
-use crate::event::{CloseReason, Control, Event, Format};
+use crate::event::{CloseReason, Ending, Event, Format};
 
 /// Largest write built by joining waiting events.
 const COALESCE_LIMIT: usize = 64 * 1024;
@@ -76,7 +76,7 @@ struct Queue {
 enum State {
     Open,
     /// Ending: send this message (if any) after what is queued, then end.
-    Closing(Option<Control>),
+    Closing(Option<Ending>),
     Done,
 }
 
@@ -128,7 +128,7 @@ impl Subscriber {
             q.last_seq = seq;
             if q.items.len() >= cap {
                 q.items = VecDeque::new();
-                q.state = State::Closing(Some(Control::Closed(CloseReason::SlowReader)));
+                q.state = State::Closing(Some(Ending::Closed(CloseReason::SlowReader)));
                 counters
                     .dropped_slow_streams
                     .fetch_add(1, Ordering::Relaxed);
@@ -171,7 +171,7 @@ impl Subscriber {
 
     /// Ends the stream after what is already queued (or at once, dropping it), with `last`
     /// as its final message.
-    pub fn close(&self, last: Option<Control>, drop_queued: bool) {
+    pub fn close(&self, last: Option<Ending>, drop_queued: bool) {
         let waker = {
             let mut q = self.lock();
             if !matches!(q.state, State::Open) {
@@ -239,7 +239,7 @@ impl Subscriber {
             State::Closing(Some(last)) => {
                 q.state = State::Closing(None);
                 drop(q);
-                Poll::Ready(Some(last.encode(format)))
+                Poll::Ready(Some(last.control().encode(format)))
             }
             State::Closing(None) | State::Done => Poll::Ready(None),
         }

@@ -28,7 +28,7 @@ pub(crate) use subscribe::SessionChange;
 use crate::auth::Auth;
 use crate::broker::{Broker, BrokerLimits};
 use crate::config::Config;
-use crate::event::Control;
+use crate::event::Ending;
 use crate::idempotency::Idempotency;
 use crate::message::PublishLimits;
 use crate::publisher::Publisher;
@@ -156,7 +156,7 @@ impl Hub {
     /// open stream gets `shutdown` after what is queued for it, then ends.
     pub fn close_streams(&self) {
         self.inner.draining.store(true, Ordering::Relaxed);
-        self.inner.broker.close_all(Control::Shutdown);
+        self.inner.broker.close_all(Ending::Shutdown);
     }
 
     /// Shutdown, last step (blocking): finishes the publishes under way, stops the commit
