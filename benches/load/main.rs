@@ -36,6 +36,9 @@ struct Opts {
     /// Start runnel (this checkout's release build) on a free port with a fresh data dir.
     #[arg(long)]
     spawn: bool,
+    /// With --spawn: start this runnel binary instead (to compare builds in one sitting).
+    #[arg(long, value_name = "PATH")]
+    hub_bin: Option<std::path::PathBuf>,
     /// The server's pid, for RSS and CPU (found by itself with --spawn).
     #[arg(long)]
     pid: Option<u32>,
@@ -59,6 +62,17 @@ struct Opts {
     /// Events per publish request (publish scenario; >1 sends JSON arrays).
     #[arg(long, default_value_t = 1)]
     batch: usize,
+    /// Publish scenario: events per second in total, paced evenly over the publishers (0: as
+    /// fast as each publisher's answers come back).
+    #[arg(long, default_value_t = 0.0)]
+    publish_rate: f64,
+    /// Publish scenario: topics the publishers take turns on (0: one topic per publisher).
+    #[arg(long, default_value_t = 0)]
+    topics: usize,
+    /// Publish scenario: seconds of publishing before the measured --duration (so that
+    /// retention is pruning as fast as events arrive: a steady state).
+    #[arg(long, default_value_t = 0.0)]
+    warmup: f64,
     /// Events the reconnecting clients are behind (reconnect scenario).
     #[arg(long, default_value_t = 100)]
     behind: usize,

@@ -60,6 +60,22 @@ impl Publisher {
         (0, Vec::new())
     }
 
+    /// A GET; returns the status and body.
+    pub async fn get(&mut self, opts: &Opts, path: &str) -> (u16, Vec<u8>) {
+        let mut req = format!("GET {path} HTTP/1.1\r\nhost: {}\r\n", self.addr);
+        for h in &opts.headers {
+            req.push_str(h);
+            req.push_str("\r\n");
+        }
+        req.push_str("\r\n");
+        if self.stream.write_all(req.as_bytes()).await.is_ok()
+            && let Some(r) = self.read_response().await
+        {
+            return r;
+        }
+        (0, Vec::new())
+    }
+
     pub async fn read_response(&mut self) -> Option<(u16, Vec<u8>)> {
         self.buf.clear();
         let mut chunk = [0u8; 8192];

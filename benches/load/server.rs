@@ -18,7 +18,10 @@ impl Server {
     pub fn spawn(opts: &Opts, dir: Option<tempfile::TempDir>) -> Server {
         let dir = dir.unwrap_or_else(|| tempfile::tempdir().expect("temp dir"));
         let port = free_port();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_runnel"));
+        let mut cmd = match &opts.hub_bin {
+            Some(bin) => Command::new(bin),
+            None => Command::new(env!("CARGO_BIN_EXE_runnel")),
+        };
         cmd.args(["serve", "--listen", &format!("127.0.0.1:{port}")])
             .arg("--data")
             .arg(dir.path())
@@ -105,6 +108,20 @@ impl Server {
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
     }
 
+    /// Bytes the hub has caused to be sent to the block device (`write_bytes` in
+    /// `/proc/<pid>/io`): its log writes and flushes.
+    pub fn write_bytes(&self) -> Option<u64> {
+        let s = std::fs::read_to_string(format!("/proc/{}/io", self.pid?)).ok()?;
+        s.lines()
+            .find_map(|l| l.strip_prefix("write_bytes:"))
+            .and_then(|v| v.trim().parse().ok())
+    }
+
+    /// What the spawned hub's data directory takes (the files' sizes), if it is ours.
+    pub fn data_dir_bytes(&self) -> Option<u64> {
+        self.dir.as_ref().map(|d| dir_size(d.path()))
+    }
+
     /// User + system CPU time in seconds.
     pub fn cpu_s(&self) -> Option<f64> {
         self.cpu_split().map(|(u, s)| u + s)
@@ -135,6 +152,20 @@ impl Drop for Server {
             let _ = c.wait();
         }
     }
+}
+
+fn dir_size(dir: &std::path::Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| match e.metadata() {
+            Ok(m) if m.is_dir() => dir_size(&e.path()),
+            Ok(m) => m.len(),
+            Err(_) => 0,
+        })
+        .sum()
 }
 
 fn free_port() -> u16 {

@@ -103,6 +103,7 @@ fn stats_json(s: &Stats) -> Value {
             "counted": s.store.counted,
             "healthy": s.store.healthy,
             "flushes": s.store.flushes,
+            "written_bytes": s.written_bytes,
         },
         "memory": { "rss_bytes": s.rss_bytes },
         "uptime_s": s.uptime_s,
@@ -124,7 +125,7 @@ fn metrics_text(s: &Stats) -> String {
 
 /// Every metric: name, type, help, value (one line each, so each name sits by its value).
 #[rustfmt::skip]
-fn metrics(s: &Stats) -> [(&'static str, &'static str, &'static str, u64); 17] {
+fn metrics(s: &Stats) -> [(&'static str, &'static str, &'static str, u64); 18] {
     let b = &s.streams;
     [
         ("runnel_connections", "gauge", "Open SSE streams.", b.connections as u64),
@@ -141,6 +142,7 @@ fn metrics(s: &Stats) -> [(&'static str, &'static str, &'static str, u64); 17] {
         ("runnel_store_bytes", "gauge", "Bytes of events in the replay log.", s.store.bytes),
         ("runnel_store_disk_bytes", "gauge", "Bytes the replay log takes on disk.", s.store.disk_bytes),
         ("runnel_store_flushes_total", "counter", "Log flushes (group commit: one per batch of publishes).", s.store.flushes),
+        ("runnel_store_written_bytes_total", "counter", "Bytes the hub sent to the block device (its log writes and flushes).", s.written_bytes),
         ("runnel_store_healthy", "gauge", "1 if the last log write succeeded.", u64::from(s.store.healthy)),
         ("process_resident_memory_bytes", "gauge", "Resident memory.", s.rss_bytes),
         ("runnel_uptime_seconds", "gauge", "Seconds since start.", s.uptime_s),

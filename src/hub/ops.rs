@@ -20,6 +20,8 @@ pub(crate) struct Stats {
     pub dropped_slow_streams: u64,
     pub streams_opened: u64,
     pub store: StoreStats,
+    /// Bytes the process sent to the block device since it started: the log's writes.
+    pub written_bytes: u64,
     pub rss_bytes: u64,
     pub uptime_s: u64,
 }
@@ -56,6 +58,7 @@ impl Hub {
             dropped_slow_streams: n(&c.dropped_slow_streams),
             streams_opened: n(&c.streams_opened),
             store: self.inner.log.stats(),
+            written_bytes: written_bytes(),
             rss_bytes: rss_bytes(),
             uptime_s: self.inner.started.elapsed().as_secs(),
         }
@@ -64,12 +67,19 @@ impl Hub {
 
 /// The process's resident memory in bytes, from `/proc/self/status` (0 where unavailable).
 fn rss_bytes() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        })
-        .map_or(0, |kb| kb * 1024)
+    proc_field("/proc/self/status", "VmRSS:").map_or(0, |kb| kb * 1024)
+}
+
+/// What the process caused to be written to the block device, from `/proc/self/io` (0 where
+/// unavailable). The log is the only thing the hub writes, so this is the log's cost in disk
+/// writes: what wears an SD card.
+fn written_bytes() -> u64 {
+    proc_field("/proc/self/io", "write_bytes:").unwrap_or(0)
+}
+
+/// A number from a `/proc` file's `name value [unit]` line.
+fn proc_field(file: &str, name: &str) -> Option<u64> {
+    let s = std::fs::read_to_string(file).ok()?;
+    let v = s.lines().find_map(|l| l.strip_prefix(name))?;
+    v.trim().trim_end_matches("kB").trim().parse().ok()
 }
