@@ -33,7 +33,7 @@ pub struct Published {
 /// however many streams use it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
-    /// `text/event-stream`, as the log stores it.
+    /// `text/event-stream`.
     Sse,
     /// SSE whose data is `{"topics": [...], "data": "..."}` (`envelope=1`), for browsers,
     /// whose `EventSource` hides the `topic:` fields.
@@ -41,6 +41,9 @@ pub enum Format {
 }
 
 impl Format {
+    /// How many formats there are (the size of an event's encoding cache).
+    const COUNT: usize = 2;
+
     /// What a stream of this format sends before anything else.
     pub fn opening(self, retry_ms: u64) -> Bytes {
         sse::retry_frame(retry_ms)
@@ -52,41 +55,76 @@ impl Format {
     }
 }
 
-/// A numbered event: its position in the log, its topics and its encodings.
+/// A numbered event: what it carries, where it sits in the log, and its encodings, each
+/// built on first use and then shared by every stream that receives the event.
 #[derive(Debug)]
 pub struct Event {
     pub seq: u64,
+    /// The public id (`Last-Event-ID`).
+    pub id: String,
     pub topics: Vec<String>,
-    /// The SSE frame (`id:`, `topic:`s, `event:`, `retry:`, `data:` lines), as published
-    /// and as the log keeps it.
-    sse: Bytes,
-    envelope: OnceLock<Bytes>,
+    /// The event type (`event:`), if any.
+    pub event: Option<String>,
+    /// The data as text (a JSON value as published, or raw text).
+    pub data: String,
+    pub retry: Option<u64>,
+    /// When it was published (Unix ms).
+    pub time_ms: u64,
+    encodings: [OnceLock<Bytes>; Format::COUNT],
 }
 
 impl Event {
-    pub fn new(seq: u64, topics: Vec<String>, sse: Bytes) -> Event {
+    pub fn new(
+        seq: u64,
+        id: String,
+        topics: Vec<String>,
+        event: Option<String>,
+        data: String,
+        retry: Option<u64>,
+        time_ms: u64,
+    ) -> Event {
         Event {
             seq,
+            id,
             topics,
-            sse,
-            envelope: OnceLock::new(),
+            event,
+            data,
+            retry,
+            time_ms,
+            encodings: Default::default(),
         }
     }
 
-    /// The SSE frame, as the log stores it.
-    pub fn sse(&self) -> &Bytes {
-        &self.sse
-    }
-
-    /// The event in a stream's format; built on first use, then shared.
+    /// The event in a stream's format.
     pub fn encoded(&self, format: Format) -> Bytes {
-        match format {
-            Format::Sse => self.sse.clone(),
-            Format::SseEnvelope => self
-                .envelope
-                .get_or_init(|| sse::envelope(&self.sse))
-                .clone(),
-        }
+        let cached = &self.encodings[format as usize];
+        cached
+            .get_or_init(|| match format {
+                Format::Sse => sse::encode_event(
+                    &self.id,
+                    &self.topics,
+                    self.event.as_deref(),
+                    self.retry,
+                    &self.data,
+                ),
+                Format::SseEnvelope => {
+                    let wrapped = json!({"topics": self.topics, "data": self.data});
+                    sse::encode_event(
+                        &self.id,
+                        &[],
+                        self.event.as_deref(),
+                        self.retry,
+                        &wrapped.to_string(),
+                    )
+                }
+            })
+            .clone()
+    }
+
+    /// About the bytes of the event on the wire (to bound joined writes and reads).
+    pub fn size_hint(&self) -> usize {
+        let topics: usize = self.topics.iter().map(|t| t.len() + 8).sum();
+        self.data.len() + self.id.len() + topics + 16
     }
 }
 
@@ -242,16 +280,37 @@ mod tests {
         );
     }
 
-    #[test]
-    fn envelopes_are_built_once() {
-        let ev = Event::new(
+    fn event(data: &str) -> Event {
+        let topics = vec!["a".into(), "b/c".into()];
+        Event::new(
             1,
-            vec!["a".into()],
-            sse::encode_event("1", &["a".into()], None, None, "x"),
+            "1".into(),
+            topics,
+            Some("up".into()),
+            data.into(),
+            Some(5),
+            0,
+        )
+    }
+
+    #[test]
+    fn encodings_are_built_once_and_shared() {
+        let ev = event("x\ny");
+        let first = ev.encoded(Format::Sse);
+        assert_eq!(
+            first.as_ptr(),
+            ev.encoded(Format::Sse).as_ptr(),
+            "one encoding"
         );
-        let first = ev.encoded(Format::SseEnvelope);
-        let again = ev.encoded(Format::SseEnvelope);
-        assert_eq!(first.as_ptr(), again.as_ptr(), "one encoding, shared");
-        assert!(first.ends_with(b"data: {\"topics\":[\"a\"],\"data\":\"x\"}\n\n"));
+        assert_eq!(
+            &first[..],
+            b"id: 1\ntopic: a\ntopic: b/c\nevent: up\nretry: 5\ndata: x\ndata: y\n\n"
+        );
+        let env = ev.encoded(Format::SseEnvelope);
+        assert_eq!(env.as_ptr(), ev.encoded(Format::SseEnvelope).as_ptr());
+        assert_eq!(
+            &env[..],
+            &b"id: 1\nevent: up\nretry: 5\ndata: {\"topics\":[\"a\",\"b/c\"],\"data\":\"x\\ny\"}\n\n"[..]
+        );
     }
 }

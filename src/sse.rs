@@ -61,51 +61,6 @@ pub fn encode_event(
     b.freeze()
 }
 
-/// Rewrites event frames for a stream opened with `envelope=1`, for browsers: `EventSource`
-/// hides the `topic:` fields, so each event's data becomes one JSON line,
-/// `{"topics": [...], "data": "<the data as published>"}`. Comments and control events
-/// (which carry no id) pass unchanged; `frames` may hold several frames.
-pub fn envelope(frames: &[u8]) -> Bytes {
-    let text = String::from_utf8_lossy(frames);
-    let mut out = String::with_capacity(frames.len() + 64);
-    let mut rest = &text[..];
-    while !rest.is_empty() {
-        let (block, after) = match rest.find("\n\n") {
-            Some(i) => (&rest[..i], &rest[i + 2..]),
-            None => (rest, ""),
-        };
-        rest = after;
-        if !block.lines().any(|l| l.starts_with("id: ")) {
-            out.push_str(block);
-            out.push_str("\n\n");
-            continue;
-        }
-        let mut topics = Vec::new();
-        let mut data: Option<String> = None;
-        for line in block.lines() {
-            if let Some(t) = line.strip_prefix("topic: ") {
-                topics.push(t);
-            } else if let Some(d) = line.strip_prefix("data: ") {
-                match &mut data {
-                    Some(acc) => {
-                        acc.push('\n');
-                        acc.push_str(d);
-                    }
-                    None => data = Some(d.to_string()),
-                }
-            } else {
-                out.push_str(line);
-                out.push('\n');
-            }
-        }
-        let wrapped = serde_json::json!({"topics": topics, "data": data.unwrap_or_default()});
-        out.push_str("data: ");
-        out.push_str(&wrapped.to_string());
-        out.push_str("\n\n");
-    }
-    Bytes::from(out)
-}
-
 /// Splits on `\r\n`, `\n` and `\r`; an empty string is one empty line.
 fn data_lines(data: &str) -> impl Iterator<Item = &str> {
     let mut rest = Some(data);
@@ -220,31 +175,6 @@ mod tests {
             &encode_event("2", &t, None, None, "x")[..],
             b"id: 2\ntopic: news\ntopic: user/al\ndata: x\n\n"
         );
-    }
-
-    #[test]
-    fn envelope_wraps_events_and_keeps_the_rest() {
-        let t = ["news".to_string(), "b".to_string()];
-        let mut frames = BytesMut::new();
-        frames.extend_from_slice(&encode_event("1", &t, Some("up"), None, "a\nb"));
-        frames.extend_from_slice(&keepalive());
-        frames.extend_from_slice(&control_frame("reset", &serde_json::json!({"reason": "x"})));
-        frames.extend_from_slice(&encode_event("2", &[], None, None, "{\"k\":1}"));
-        let out = envelope(&frames);
-        let events = Parser::default().feed(&out);
-        assert_eq!(events.len(), 3, "{out:?}");
-        assert_eq!(events[0].id.as_deref(), Some("1"));
-        assert_eq!(events[0].event.as_deref(), Some("up"));
-        let d: serde_json::Value = serde_json::from_str(&events[0].data).unwrap();
-        assert_eq!(
-            d,
-            serde_json::json!({"topics": ["news", "b"], "data": "a\nb"})
-        );
-        assert_eq!(events[1].event.as_deref(), Some("reset"));
-        assert_eq!(events[1].data, r#"{"reason":"x"}"#);
-        let d: serde_json::Value = serde_json::from_str(&events[2].data).unwrap();
-        assert_eq!(d, serde_json::json!({"topics": [], "data": "{\"k\":1}"}));
-        assert!(out.windows(13).any(|w| w == b": keepalive\n\n"));
     }
 
     #[test]

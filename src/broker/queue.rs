@@ -33,7 +33,7 @@ impl Item {
     /// About the size of the item on the wire, to bound joined writes.
     fn size_hint(&self) -> usize {
         match self {
-            Item::Event(e) => e.sse().len(),
+            Item::Event(e) => e.size_hint(),
             Item::Keepalive => 16,
         }
     }

@@ -103,7 +103,7 @@ pub enum SyncMode {
     Always,
     /// Group commit: concurrent publishes share one flush, still before the acknowledgement.
     Batch,
-    /// Acknowledge before the flush (sled flushes in the background every 500 ms).
+    /// Acknowledge before the flush, which happens every `store.flush_interval`.
     None,
 }
 
@@ -117,6 +117,12 @@ pub struct StoreConfig {
     /// Oldest events are pruned once the log holds more than this.
     pub max_disk: ByteSize,
     pub sync: SyncMode,
+    /// With `sync = "none"`: how often what was published is written and flushed (one write
+    /// per interval, whatever the rate; a crash loses at most this much).
+    pub flush_interval: Dur,
+    /// With `sync = "batch"`: while several connections publish, how long a commit may wait
+    /// for each to have a publish in it, so that they share one flush ("0s": never wait).
+    pub commit_delay: Dur,
     /// sled's page cache (its own default is 1 GiB, far too much for a Pi).
     pub cache: ByteSize,
 }
@@ -128,6 +134,8 @@ impl Default for StoreConfig {
             retention_age: Dur::secs(24 * 3600),
             max_disk: ByteSize(256 << 20),
             sync: SyncMode::Batch,
+            flush_interval: Dur::secs(1),
+            commit_delay: Dur(std::time::Duration::from_millis(5)),
             cache: ByteSize(8 << 20),
         }
     }

@@ -62,6 +62,14 @@ impl Config {
         if s.retention_age.0.is_zero() {
             return err("store.retention_age must be more than 0s");
         }
+        if s.flush_interval.0 < Duration::from_millis(10)
+            || s.flush_interval.0 > Duration::from_secs(60)
+        {
+            return err("store.flush_interval must be between 10ms and 60s");
+        }
+        if s.commit_delay.0 > Duration::from_secs(1) {
+            return err("store.commit_delay must be at most 1s");
+        }
         if s.cache.0 < 64 << 10 {
             return err("store.cache must be at least 64KiB");
         }

@@ -1,5 +1,7 @@
 //! `POST /publish`, `POST /publish/{topic}` and `POST /notify` (SPEC §5.2).
 
+use std::net::SocketAddr;
+
 use http::StatusCode;
 use http::header::HeaderValue;
 use http::request::Parts;
@@ -14,12 +16,17 @@ use crate::hub::{Hub, Outcome};
 use crate::message;
 
 /// `POST /publish`: one JSON object, or an array of them as one atomic batch.
-pub(super) async fn json(hub: &Hub, parts: Parts, body: ReqBody) -> Result<Resp, Error> {
+pub(super) async fn json(
+    hub: &Hub,
+    parts: Parts,
+    body: ReqBody,
+    peer: SocketAddr,
+) -> Result<Resp, Error> {
     let caller = publisher(hub, &parts)?;
     require_json(&parts)?;
     let bytes = read_body(hub, body, &parts).await?;
     let (events, batch) = message::parse_publish(&bytes, hub.publish_limits())?;
-    let out = hub.publish(&caller, events).await?;
+    let out = hub.publish(&caller, events, peer).await?;
     if batch {
         let all = out.answers.iter().map(answer).collect();
         return Ok(json_response(StatusCode::OK, &Value::Array(all)));
@@ -32,21 +39,27 @@ pub(super) async fn raw(
     hub: &Hub,
     parts: Parts,
     body: ReqBody,
+    peer: SocketAddr,
     topic: String,
 ) -> Result<Resp, Error> {
     let caller = publisher(hub, &parts)?;
     let bytes = read_body(hub, body, &parts).await?;
     let ev = message::parse_raw(&topic, &query(&parts), &bytes, hub.publish_limits())?;
-    Ok(single(&hub.publish(&caller, vec![ev]).await?))
+    Ok(single(&hub.publish(&caller, vec![ev], peer).await?))
 }
 
 /// `POST /notify`.
-pub(super) async fn notify(hub: &Hub, parts: Parts, body: ReqBody) -> Result<Resp, Error> {
+pub(super) async fn notify(
+    hub: &Hub,
+    parts: Parts,
+    body: ReqBody,
+    peer: SocketAddr,
+) -> Result<Resp, Error> {
     let caller = publisher(hub, &parts)?;
     require_json(&parts)?;
     let bytes = read_body(hub, body, &parts).await?;
     let ev = message::parse_notify(&bytes, hub.publish_limits())?;
-    Ok(single(&hub.publish(&caller, vec![ev]).await?))
+    Ok(single(&hub.publish(&caller, vec![ev], peer).await?))
 }
 
 /// Publishing needs credentials (unless auth is off): refuse before reading the body.

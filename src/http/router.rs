@@ -30,11 +30,11 @@ pub(super) async fn dispatch(hub: &Hub, req: Req, peer: SocketAddr) -> Result<Re
         }
         "/publish" => {
             allow(m, &[Method::POST], "POST")?;
-            Box::pin(publish::json(hub, parts, body)).await
+            Box::pin(publish::json(hub, parts, body, peer)).await
         }
         "/notify" => {
             allow(m, &[Method::POST], "POST")?;
-            Box::pin(publish::notify(hub, parts, body)).await
+            Box::pin(publish::notify(hub, parts, body, peer)).await
         }
         "/health" => {
             allow(m, &[Method::GET, Method::HEAD], "GET")?;
@@ -81,7 +81,7 @@ async fn with_argument(
     } else if let Some(t) = path.strip_prefix("/publish/") {
         allow(m, &[Method::POST], "POST")?;
         let t = decode_path(t)?;
-        Box::pin(publish::raw(hub, parts, body, t)).await
+        Box::pin(publish::raw(hub, parts, body, peer, t)).await
     } else if let Some(id) = path.strip_prefix("/connections/") {
         allow(m, &[Method::DELETE], "DELETE")?;
         ops::close_connection(hub, &parts, id)

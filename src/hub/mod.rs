@@ -31,7 +31,7 @@ use crate::config::Config;
 use crate::event::Ending;
 use crate::idempotency::Idempotency;
 use crate::message::PublishLimits;
-use crate::publisher::Publisher;
+use crate::publisher::{Publisher, Timing};
 use crate::store::{SharedLog, SledLog};
 use crate::stream::Streams;
 use crate::tls::Tls;
@@ -94,7 +94,11 @@ impl Hub {
             limits.max_topics_per_stream,
             config.stream.retry.as_millis(),
         );
-        let publisher = Publisher::start(log.clone(), broker.clone(), config.store.sync)
+        let timing = Timing {
+            flush_interval: config.store.flush_interval.0,
+            commit_delay: config.store.commit_delay.0,
+        };
+        let publisher = Publisher::start(log.clone(), broker.clone(), config.store.sync, timing)
             .context("cannot start the commit thread")?;
         Ok(Hub {
             inner: Arc::new(Inner {
@@ -163,7 +167,11 @@ impl Hub {
     /// thread, and flushes the log. Returns whether the flush succeeded.
     pub fn stop_and_flush(&self) -> bool {
         self.inner.publisher.stop();
-        match self.inner.log.flush() {
+        let log = &self.inner.log;
+        match log
+            .flush()
+            .and_then(|()| log.settle(self.inner.publisher.last_used()))
+        {
             Ok(()) => true,
             Err(e) => {
                 tracing::error!(error = %e, "final flush failed");

@@ -2,6 +2,7 @@
 //! publisher that numbers, logs and fans out.
 
 use std::collections::HashSet;
+use std::net::SocketAddr;
 
 use super::Hub;
 use crate::auth::Caller;
@@ -22,8 +23,14 @@ pub(crate) struct Outcome {
 impl Hub {
     /// Publishes events as one atomic batch, after checking the caller may publish each.
     /// Events whose `idempotency_key` was seen in the last five minutes (from the same
-    /// caller) are answered from memory instead of published again.
-    pub async fn publish(&self, caller: &Caller, events: Vec<NewEvent>) -> Result<Outcome, Error> {
+    /// caller) are answered from memory instead of published again. `from` is the
+    /// connection the publish came over: publishes from several at once share a flush.
+    pub async fn publish(
+        &self,
+        caller: &Caller,
+        events: Vec<NewEvent>,
+        from: SocketAddr,
+    ) -> Result<Outcome, Error> {
         check_publish(caller, &events)?;
         let scope = caller.scope();
         let mut seen = HashSet::new();
@@ -63,7 +70,7 @@ impl Hub {
         }
         let replayed = fresh.is_empty();
         if !replayed {
-            match self.inner.publisher.publish(fresh).await {
+            match self.inner.publisher.publish(fresh, source_of(from)).await {
                 Ok(published) => {
                     for (i, p) in fresh_at.into_iter().zip(published) {
                         answers[i] = Some(p);
@@ -87,6 +94,14 @@ impl Hub {
             replayed,
         })
     }
+}
+
+/// A connection as the publisher tells sources apart.
+fn source_of(from: SocketAddr) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    from.hash(&mut h);
+    h.finish()
 }
 
 fn check_publish(caller: &Caller, events: &[NewEvent]) -> Result<(), Error> {

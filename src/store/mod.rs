@@ -17,6 +17,7 @@ mod record;
 mod replay;
 mod retention;
 mod sled_log;
+mod upgrade;
 
 use std::sync::Arc;
 
@@ -35,10 +36,17 @@ pub(crate) trait Log: Send + Sync {
     fn ids(&self) -> Ids;
     /// The highest seq used before this process started; new events continue after it.
     fn last_seq(&self) -> u64;
-    /// Writes a group of events atomically, and for live-only events the sequence
-    /// high-water mark (so their seqs are not reused). Durable after the next flush.
-    fn append(&self, group: &[Append<'_>], high_water: Option<u64>) -> Result<(), StoreError>;
-    /// Makes everything appended so far durable.
+    /// Makes sure no seq up to `seq` is given again after a restart, even one that follows
+    /// a crash which lost unflushed events. Cheap when `seq` is already reserved: the log
+    /// reserves ahead, in blocks, so it writes rarely.
+    fn reserve(&self, seq: u64) -> Result<(), StoreError>;
+    /// At a clean stop: the last seq used, so that the next start continues right after it.
+    fn settle(&self, last_used: u64) -> Result<(), StoreError>;
+    /// Adds the events of one publish (in seq order, after every event appended before;
+    /// their seqs reserved), which reach the disk whole or not at all. Readers see them at
+    /// once; they are durable after the next flush.
+    fn append(&self, events: &[Arc<Event>]) -> Result<(), StoreError>;
+    /// Writes what was appended and makes it durable.
     fn flush(&self) -> Result<(), StoreError>;
     /// The next events after `after`, up to `until`, on the selector's topics, in seq order.
     fn read(
@@ -65,12 +73,6 @@ pub(crate) trait Log: Send + Sync {
 /// The log, shared by the hub's parts.
 pub(crate) type SharedLog = Arc<dyn Log>;
 
-/// An event as the log stores it.
-pub(crate) struct Append<'a> {
-    pub event: &'a Event,
-    pub time_ms: u64,
-}
-
 /// How much one [`Log::read`] returns at most.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct ReadLimit {
@@ -82,7 +84,7 @@ pub(crate) struct ReadLimit {
 /// One read of the log.
 #[derive(Debug, Default)]
 pub(crate) struct Chunk {
-    pub events: Vec<Event>,
+    pub events: Vec<Arc<Event>>,
     /// Read on after this seq.
     pub next_after: u64,
     /// Nothing is left up to the read's end.
@@ -126,7 +128,8 @@ impl Selector {
 /// Totals for `/stats` and `/metrics`.
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct StoreStats {
-    /// Events retained, and the bytes of their records.
+    /// Events retained (one on several topics counts once per topic), and the bytes of
+    /// their records.
     pub events: u64,
     pub bytes: u64,
     /// What the data directory takes on disk.
@@ -161,17 +164,26 @@ pub(crate) enum StoreError {
 pub(crate) mod testing {
     use super::*;
 
-    /// Event `seq` on `topics`, with `data`, encoded as the publisher encodes it.
-    pub fn event(log: &dyn Log, seq: u64, topics: &[&str], data: &str) -> Event {
+    /// Event `seq` on `topics`, with `data`, published at `time_ms`.
+    pub fn event(log: &dyn Log, seq: u64, topics: &[&str], data: &str, time_ms: u64) -> Arc<Event> {
         let topics: Vec<String> = topics.iter().map(|t| (*t).to_string()).collect();
-        let frame = crate::sse::encode_event(&log.ids().format(seq), &topics, None, None, data);
-        Event::new(seq, topics, frame)
+        Arc::new(Event::new(
+            seq,
+            log.ids().format(seq),
+            topics,
+            None,
+            data.to_string(),
+            None,
+            time_ms,
+        ))
     }
 
-    /// Appends events one group each, stamped `time_ms`.
-    pub fn append_all(log: &dyn Log, events: &[Event], time_ms: u64) {
-        for event in events {
-            log.append(&[Append { event, time_ms }], None).unwrap();
+    /// Appends events, each flushed on its own (as a commit group of one).
+    pub fn append_all(log: &dyn Log, events: &[Arc<Event>]) {
+        for e in events {
+            log.reserve(e.seq).unwrap();
+            log.append(std::slice::from_ref(e)).unwrap();
+            log.flush().unwrap();
         }
     }
 }

@@ -1,55 +1,73 @@
-//! Reading the sled log for a resuming stream: exact topics through their index, wildcards
-//! by a bounded scan of the log.
+//! Reading the sled log for a resuming stream: each topic's runs from the client's id on
+//! (wildcards: every known topic they match), and the events not flushed yet, merged in seq
+//! order.
 
-use super::record::{Record, event_key, index_key, meta_key, pruned_key, seq_of};
+use std::sync::Arc;
+
+use super::record::{decode_run, run_key, split_run_key};
 use super::{Chunk, ReadLimit, Selector, SledLog, StoreError};
+use crate::event::Event;
 
 impl SledLog {
-    /// Exact topics: merge each topic's index range.
-    pub(super) fn read_indexed(
+    pub(super) fn read_runs(
         &self,
         sel: &Selector,
         after: u64,
         until: u64,
         max: ReadLimit,
     ) -> Result<Chunk, StoreError> {
-        let db = &self.db;
-        let mut seqs = Vec::new();
-        // A topic that yields fewer than `max.events` keys has nothing more up to `until`.
-        let mut exhausted = true;
-        for t in &sel.exact {
-            let range = db.range(index_key(t, after + 1)..=index_key(t, until));
-            let mut n = 0;
-            for k in range.keys().take(max.events) {
-                let k = k?;
-                if let Some(seq) = k.len().checked_sub(8).and_then(|at| seq_of(&k[at..])) {
-                    seqs.push(seq);
+        // The topics to read with their prune marks, and the waiting events of the range.
+        let (topics, pending) = {
+            let st = self.state();
+            let mark = |t: &str| st.topics.get(t).map_or(0, |x| x.pruned);
+            let mut topics: Vec<(String, u64)> =
+                sel.exact.iter().map(|t| (t.clone(), mark(t))).collect();
+            if !sel.wildcards.is_empty() {
+                for (t, x) in &st.topics {
+                    if !sel.exact.contains(t) && sel.wants(t) {
+                        topics.push((t.clone(), x.pruned));
+                    }
                 }
-                n += 1;
             }
+            let pending: Vec<Arc<Event>> = st
+                .pending
+                .iter()
+                .filter(|e| e.seq > after && e.seq <= until)
+                .cloned()
+                .collect();
+            (topics, pending)
+        };
+        let mut events: Vec<Arc<Event>> = Vec::new();
+        // A topic that yields fewer than `max.events` events has nothing more up to `until`.
+        let mut exhausted = true;
+        for (topic, mark) in &topics {
+            let from = after.max(*mark);
+            let n = self.read_topic(topic, from, until, max.events, &mut events)?;
             exhausted &= n < max.events;
         }
-        seqs.sort_unstable();
-        seqs.dedup();
-        // Only the first `max.events` merged seqs are certainly complete across topics.
-        let truncated = seqs.len() > max.events;
-        seqs.truncate(max.events);
+        events.extend(pending.into_iter().filter(|e| {
+            e.topics
+                .iter()
+                .any(|t| topics.iter().any(|(w, mark)| w == t && e.seq > *mark))
+        }));
+        events.sort_unstable_by_key(|e| e.seq);
+        events.dedup_by_key(|e| e.seq);
+        // Only the first `max.events` merged events are certainly complete across topics:
+        // every topic that stopped early read at least that many.
+        let truncated = events.len() > max.events;
+        events.truncate(max.events);
         let mut chunk = Chunk {
             next_after: after,
             ..Chunk::default()
         };
         let mut bytes = 0;
-        for seq in seqs {
+        for e in events {
             if bytes >= max.bytes {
                 return Ok(chunk);
             }
-            // An index entry without its event means retention removed the event meanwhile.
-            if let Some(v) = db.get(event_key(seq))? {
-                let ev = Record::event(seq, v).ok_or(StoreError::Corrupt(seq))?;
-                bytes += ev.sse().len();
-                chunk.events.push(ev);
-            }
-            chunk.next_after = seq;
+            bytes += e.size_hint();
+            chunk.next_after = e.seq;
+            chunk.events.push(e);
         }
         if exhausted && !truncated {
             chunk.done = true;
@@ -58,58 +76,35 @@ impl SledLog {
         Ok(chunk)
     }
 
-    /// Wildcards: scan the log after `after` and keep what the selector wants.
-    pub(super) fn read_scan(
+    /// Appends the events of `topic` after `after` up to `until` (whole runs, so at least
+    /// `want` events if there are that many); returns how many.
+    fn read_topic(
         &self,
-        sel: &Selector,
+        topic: &str,
         after: u64,
         until: u64,
-        max: ReadLimit,
-    ) -> Result<Chunk, StoreError> {
-        const MAX_SCANNED: usize = 4096;
-        let mut chunk = Chunk {
-            next_after: after,
-            ..Chunk::default()
-        };
-        let mut bytes = 0;
-        let range = self.db.range(event_key(after + 1)..=event_key(until));
-        for (scanned, item) in range.enumerate() {
-            if scanned >= MAX_SCANNED || chunk.events.len() >= max.events || bytes >= max.bytes {
-                return Ok(chunk);
-            }
+        want: usize,
+        out: &mut Vec<Arc<Event>>,
+    ) -> Result<usize, StoreError> {
+        let mut n = 0;
+        // Runs are keyed by their last seq: the first that ends after `after` is where the
+        // topic's events after it start.
+        // A topic's runs hold disjoint, increasing seqs: once one reaches `until`, the rest
+        // are later.
+        for item in self
+            .db
+            .range(run_key(topic, after + 1)..=run_key(topic, u64::MAX))
+        {
             let (k, v) = item?;
-            let seq = seq_of(&k[1..]).unwrap_or(0);
-            let rec = Record::decode(&v).ok_or(StoreError::Corrupt(seq))?;
-            if rec.topics.iter().any(|t| sel.wants(t)) {
-                let ev = Record::event(seq, v.clone()).ok_or(StoreError::Corrupt(seq))?;
-                bytes += ev.sse().len();
-                chunk.events.push(ev);
-            }
-            chunk.next_after = seq;
-        }
-        chunk.done = true;
-        chunk.next_after = until;
-        Ok(chunk)
-    }
-
-    /// The prune marks: per topic for exact topics, the global one for wildcards.
-    pub(super) fn pruned_after(&self, sel: &Selector, after: u64) -> Result<bool, StoreError> {
-        let db = &self.db;
-        if !sel.wildcards.is_empty() {
-            let mark = db.get(meta_key("pruned"))?.and_then(|v| seq_of(&v));
-            if mark.is_some_and(|m| m > after) {
-                return Ok(true);
+            let last = split_run_key(&k).map_or(0, |(_, s)| s);
+            let evs = decode_run(topic, last, &v, self.ids, |s| s > after && s <= until)
+                .ok_or(StoreError::Corrupt(last))?;
+            n += evs.len();
+            out.extend(evs.into_iter().map(Arc::new));
+            if n >= want || last >= until {
+                break;
             }
         }
-        for t in &sel.exact {
-            if db
-                .get(pruned_key(t))?
-                .and_then(|v| seq_of(&v))
-                .is_some_and(|m| m > after)
-            {
-                return Ok(true);
-            }
-        }
-        Ok(false)
+        Ok(n)
     }
 }

@@ -1,156 +1,198 @@
-//! Retention (SPEC §7): per topic by count, then by age, then by the log's total size.
-//! Deletes go in batches of at most 512 events, so publishes are never held up for long.
+//! Retention (SPEC §7), per topic by count, then by age, then by the log's total size.
+//!
+//! Pruning moves a topic's prune mark: readers skip events at or below it, and a client
+//! behind it is told (`reset`, `pruned`). Runs whose events are all at or below the mark
+//! are deleted whole; one that straddles it stays until the mark passes it.
+//!
+//! Small runs (one event each, under `sync = "batch"` at a low rate) are not merged into
+//! larger ones: sled charges a rewrite and the deletes far more than it saves (measured in
+//! docs/BENCHMARKS.md), and on a log of any size the data directory stays small anyway.
 
-use std::collections::HashMap;
-
-use super::record::{
-    EVENT, Record, event_key, index_key, index_prefix, meta_key, pruned_key, seq_of,
-};
+use super::record::{pruned_key, run_key, run_times, split_run_key};
 use super::{Pruned, SledLog, StoreError};
 
 impl SledLog {
-    /// One retention pass: count per topic, then age, then total size. Deletes in small
-    /// batches, so publishes are never held up for long.
+    /// One retention pass.
     pub(super) fn retain(&self, now_ms: u64) -> Result<Pruned, StoreError> {
         let mut pruned = Pruned::default();
-        let over: Vec<(String, u64)> = {
-            let mut a = self.acct();
-            if !a.ready {
+        let over = {
+            let mut st = self.state();
+            if !st.counted {
                 return Ok(pruned);
             }
-            let dirty = std::mem::take(&mut a.dirty);
-            dirty
-                .into_iter()
+            let dirty = std::mem::take(&mut st.dirty);
+            let over: Vec<(String, u64)> = dirty
+                .iter()
                 .filter_map(|t| {
-                    let n = a.per_topic.get(&t).copied().unwrap_or(0);
-                    (n > self.retention_events).then(|| (t, n - self.retention_events))
+                    let n = st.topics.get(t).map_or(0, |x| x.count);
+                    (n > self.retention_events).then(|| (t.clone(), n - self.retention_events))
                 })
-                .collect()
+                .collect();
+            over
         };
         for (t, excess) in over {
-            pruned.by_count += self.prune_topic(&t, excess)?;
+            let cut = self.prune_count(&t, excess)?;
+            pruned.by_count += cut;
+            if cut < excess {
+                // Some of its events are not written yet (`sync = "none"`): next time.
+                self.state().dirty.insert(t);
+            }
         }
-        let cutoff = now_ms.saturating_sub(self.retention_age_ms);
-        pruned.by_age += self.prune_oldest(|rec, _| rec.time_ms < cutoff)?;
-        let max = self.max_bytes;
-        if self.acct().bytes > max {
+        pruned.by_age += self.prune_age(now_ms.saturating_sub(self.retention_age_ms))?;
+        if self.state().bytes > self.max_bytes {
             // Cut to 90 % so a log at its limit is not pruned again on every publish.
-            let target = max / 10 * 9;
-            pruned.by_size += self.prune_oldest(|_, total| total > target)?;
+            pruned.by_size += self.prune_size(self.max_bytes / 10 * 9)?;
         }
         Ok(pruned)
     }
 
-    /// Removes the `n` oldest events of one topic from that topic; an event left on no topic
-    /// is removed from the log.
-    fn prune_topic(&self, t: &str, n: u64) -> Result<u64, StoreError> {
-        let db = &self.db;
+    /// Removes the `n` oldest retained events of a topic from it.
+    fn prune_count(&self, topic: &str, n: u64) -> Result<u64, StoreError> {
+        let mark = self.mark_of(topic);
+        let mut seen = 0;
+        for item in self.runs_after(topic, mark) {
+            let (last, v) = item?;
+            let times = run_times(last, &v).ok_or(StoreError::Corrupt(last))?;
+            for (seq, _) in times.into_iter().filter(|(s, _)| *s > mark) {
+                seen += 1;
+                if seen == n {
+                    return self.cut(topic, seq);
+                }
+            }
+        }
+        Ok(0)
+    }
+
+    /// Removes events published before `cutoff` (Unix ms) from every topic.
+    fn prune_age(&self, cutoff: u64) -> Result<u64, StoreError> {
+        let old: Vec<String> = {
+            let st = self.state();
+            st.topics
+                .iter()
+                .filter(|(_, x)| x.count > 0 && x.oldest_time < cutoff)
+                .map(|(t, _)| t.clone())
+                .collect()
+        };
         let mut removed = 0;
-        while removed < n {
-            let take = usize::try_from((n - removed).min(512)).unwrap_or(512);
-            let keys: Vec<(sled::IVec, sled::IVec)> = db
-                .scan_prefix(index_prefix(t))
-                .take(take)
-                .collect::<Result<_, _>>()?;
-            if keys.is_empty() {
-                break;
-            }
-            let mut batch = sled::Batch::default();
-            let mut max_seq = 0;
-            let mut freed = (0u64, 0u64);
-            for (k, meta) in &keys {
-                let Some(seq) = k.len().checked_sub(8).and_then(|at| seq_of(&k[at..])) else {
-                    continue;
-                };
-                max_seq = max_seq.max(seq);
-                batch.remove(k.clone());
-                if let [a, b, c, d, 1] = meta[..] {
-                    // On this topic only: the record goes too, unread.
-                    batch.remove(&event_key(seq)[..]);
-                    freed.0 += 1;
-                    freed.1 += u64::from(u32::from_be_bytes([a, b, c, d]));
-                    continue;
-                }
-                if let Some(v) = db.get(event_key(seq))? {
-                    let rec = Record::decode(&v).ok_or(StoreError::Corrupt(seq))?;
-                    let mut still_indexed = false;
-                    for other in rec.topics.iter().filter(|o| **o != t) {
-                        if db.contains_key(index_key(other, seq))? {
-                            still_indexed = true;
-                            break;
-                        }
+        for topic in old {
+            let mark = self.mark_of(&topic);
+            let mut cut_at = None;
+            'runs: for item in self.runs_after(&topic, mark) {
+                let (last, v) = item?;
+                for (seq, time) in run_times(last, &v).ok_or(StoreError::Corrupt(last))? {
+                    if seq <= mark {
+                        continue;
                     }
-                    if !still_indexed {
-                        batch.remove(&event_key(seq)[..]);
-                        freed.0 += 1;
-                        freed.1 += v.len() as u64;
+                    if time >= cutoff {
+                        break 'runs;
                     }
+                    cut_at = Some(seq);
                 }
             }
-            batch.insert(pruned_key(t), &max_seq.to_be_bytes()[..]);
-            db.apply_batch(batch)?;
-            removed += keys.len() as u64;
-            let mut a = self.acct();
-            if let Some(c) = a.per_topic.get_mut(t) {
-                *c = c.saturating_sub(keys.len() as u64);
+            if let Some(seq) = cut_at {
+                removed += self.cut(&topic, seq)?;
             }
-            a.events = a.events.saturating_sub(freed.0);
-            a.bytes = a.bytes.saturating_sub(freed.1);
         }
         Ok(removed)
     }
 
-    /// Removes events from the oldest while `cond(record, total_bytes)` holds.
-    fn prune_oldest(&self, cond: impl Fn(&Record<'_>, u64) -> bool) -> Result<u64, StoreError> {
-        let db = &self.db;
+    /// Removes the oldest runs of the whole log until it holds at most `target` bytes.
+    fn prune_size(&self, target: u64) -> Result<u64, StoreError> {
         let mut removed = 0;
         loop {
-            let mut batch = sled::Batch::default();
-            // Per topic: the newest seq removed and how many.
-            let mut marks: HashMap<String, (u64, u64)> = HashMap::new();
-            let mut n = 0u64;
-            let mut freed = 0u64;
-            let mut total = self.acct().bytes;
-            let mut max_seq = 0;
-            for item in db.scan_prefix([EVENT]).take(512) {
-                let (k, v) = item?;
-                let seq = seq_of(&k[1..]).unwrap_or(0);
-                let rec = Record::decode(&v).ok_or(StoreError::Corrupt(seq))?;
-                if !cond(&rec, total) {
-                    break;
+            let oldest = {
+                let st = self.state();
+                if st.bytes <= target {
+                    return Ok(removed);
                 }
-                batch.remove(k);
-                for t in &rec.topics {
-                    let ik = index_key(t, seq);
-                    // Count retention may have taken the event off this topic already.
-                    let indexed = db.contains_key(&ik)?;
-                    batch.remove(ik);
-                    let m = marks.entry((*t).to_string()).or_default();
-                    *m = (seq, m.1 + u64::from(indexed));
-                }
-                n += 1;
-                freed += v.len() as u64;
-                total = total.saturating_sub(v.len() as u64);
-                max_seq = seq;
-            }
-            if n == 0 {
+                st.topics
+                    .iter()
+                    .filter(|(_, x)| x.count > 0)
+                    .min_by_key(|(_, x)| x.oldest_seq)
+                    .map(|(t, _)| t.clone())
+            };
+            let Some(topic) = oldest else {
                 return Ok(removed);
+            };
+            let mark = self.mark_of(&topic);
+            let first = self.runs_after(&topic, mark).next().transpose()?;
+            let Some((last, _)) = first else {
+                // Counted but no run: the count is stale; forget it.
+                self.state().topics.entry(topic).or_default().count = 0;
+                continue;
+            };
+            removed += self.cut(&topic, last)?;
+        }
+    }
+
+    /// Moves a topic's prune mark to `mark`: deletes the runs wholly at or below it, and
+    /// returns how many retained events went.
+    fn cut(&self, topic: &str, mark: u64) -> Result<u64, StoreError> {
+        let old = self.mark_of(topic);
+        if mark <= old {
+            return Ok(0);
+        }
+        let mut batch = sled::Batch::default();
+        let (mut removed, mut freed) = (0u64, 0u64);
+        for item in self.runs_after(topic, old) {
+            let (last, v) = item?;
+            let times = run_times(last, &v).ok_or(StoreError::Corrupt(last))?;
+            removed += times.iter().filter(|(s, _)| *s > old && *s <= mark).count() as u64;
+            if last <= mark {
+                batch.remove(run_key(topic, last));
+                freed += v.len() as u64;
             }
-            for (t, (seq, _)) in &marks {
-                batch.insert(pruned_key(t), &seq.to_be_bytes()[..]);
-            }
-            batch.insert(meta_key("pruned"), &max_seq.to_be_bytes()[..]);
-            db.apply_batch(batch)?;
-            removed += n;
-            let mut a = self.acct();
-            a.events = a.events.saturating_sub(n);
-            a.bytes = a.bytes.saturating_sub(freed);
-            for (t, (_, count)) in marks {
-                if let Some(c) = a.per_topic.get_mut(&t) {
-                    *c = c.saturating_sub(count);
-                }
+            if last >= mark {
+                break;
             }
         }
+        batch.insert(pruned_key(topic), &mark.to_be_bytes()[..]);
+        self.db.apply_batch(batch)?;
+        let next = self.first_retained(topic, mark)?;
+        let mut st = self.state();
+        st.bytes = st.bytes.saturating_sub(freed);
+        let t = st.topics.entry(topic.to_string()).or_default();
+        t.pruned = mark;
+        t.count = t.count.saturating_sub(removed);
+        t.bytes = t.bytes.saturating_sub(freed);
+        (t.oldest_seq, t.oldest_time) = next.unwrap_or((u64::MAX, u64::MAX));
+        Ok(removed)
+    }
+
+    /// The topic's prune mark.
+    fn mark_of(&self, topic: &str) -> u64 {
+        self.state().topics.get(topic).map_or(0, |t| t.pruned)
+    }
+
+    /// The topic's runs that hold events after `seq`, oldest first, as (last seq, run).
+    fn runs_after(
+        &self,
+        topic: &str,
+        seq: u64,
+    ) -> impl Iterator<Item = Result<(u64, sled::IVec), StoreError>> + use<> {
+        self.db
+            .range(run_key(topic, seq.saturating_add(1))..=run_key(topic, u64::MAX))
+            .map(|item| {
+                let (k, v) = item?;
+                let last = split_run_key(&k).map_or(0, |(_, s)| s);
+                Ok((last, v))
+            })
+    }
+
+    /// The seq and time of the topic's oldest event after `mark`, if any.
+    pub(super) fn first_retained(
+        &self,
+        topic: &str,
+        mark: u64,
+    ) -> Result<Option<(u64, u64)>, StoreError> {
+        for item in self.runs_after(topic, mark) {
+            let (last, v) = item?;
+            let times = run_times(last, &v).ok_or(StoreError::Corrupt(last))?;
+            if let Some(first) = times.into_iter().find(|(s, _)| *s > mark) {
+                return Ok(Some(first));
+            }
+        }
+        Ok(None)
     }
 }
 
@@ -160,6 +202,22 @@ mod tests {
     use crate::config::{ByteSize, Dur, StoreConfig};
     use crate::store::testing::{append_all, event};
     use crate::store::{Log, ReadLimit, Selector, wait_released};
+
+    const ALL: ReadLimit = ReadLimit {
+        events: 100_000,
+        bytes: 1 << 30,
+    };
+
+    fn seqs(log: &SledLog, topics: &[&str], after: u64) -> Vec<u64> {
+        let topics: Vec<String> = topics.iter().map(|t| (*t).to_string()).collect();
+        let sel = Selector::new(&topics, None, false);
+        let chunk = log.read(&sel, after, u64::MAX - 1, ALL).unwrap();
+        chunk.events.iter().map(|e| e.seq).collect()
+    }
+
+    fn runs_of(log: &SledLog, topic: &str) -> usize {
+        log.runs_after(topic, 0).count()
+    }
 
     /// After retention (by count and by size), the in-memory counts equal a fresh count of
     /// what the log holds.
@@ -175,33 +233,41 @@ mod tests {
         store.count_existing().unwrap();
         let data = "z".repeat(300);
         let now = crate::time::unix_ms();
-        for seq in 1..=6000u64 {
-            let topics: &[&str] = match seq % 3 {
-                0 => &["a"],
-                1 => &["b"],
-                _ => &["a", "c"],
-            };
-            append_all(&store, &[event(&store, seq, topics, &data)], now);
+        let events: Vec<_> = (1..=6000u64)
+            .map(|seq| {
+                let topics: &[&str] = match seq % 3 {
+                    0 => &["a"],
+                    1 => &["b"],
+                    _ => &["a", "c"],
+                };
+                event(&store, seq, topics, &data, now)
+            })
+            .collect();
+        // Commit groups of 10.
+        for group in events.chunks(10) {
+            store.reserve(group[9].seq).unwrap();
+            store.append(group).unwrap();
+            store.flush().unwrap();
         }
         let pruned = store.enforce_retention(now).unwrap();
         assert!(pruned.by_count > 0 && pruned.by_size > 0, "{pruned:?}");
         let live = store.stats();
-        let counts = store.acct().per_topic.clone();
+        let counts: Vec<u64> = ["a", "b", "c"]
+            .iter()
+            .map(|t| store.state().topics[*t].count)
+            .collect();
         assert!(live.bytes <= 1 << 20);
+        for (t, n) in ["a", "b", "c"].iter().zip(&counts) {
+            assert_eq!(seqs(&store, &[t], 0).len() as u64, *n, "topic {t}");
+            assert!(*n <= 1500);
+        }
         drop(store);
         assert!(wait_released(dir.path(), std::time::Duration::from_secs(5)));
         let reopened = SledLog::open(dir.path(), &cfg).unwrap();
         reopened.count_existing().unwrap();
-        let fresh = reopened.stats();
-        assert_eq!((live.events, live.bytes), (fresh.events, fresh.bytes));
-        let fresh_counts = reopened.acct().per_topic.clone();
-        for t in ["a", "b", "c"] {
-            assert_eq!(
-                counts.get(t).copied().unwrap_or(0),
-                fresh_counts.get(t).copied().unwrap_or(0),
-                "topic {t}"
-            );
-            assert!(fresh_counts.get(t).copied().unwrap_or(0) <= 1500);
+        assert_eq!(reopened.stats().bytes, live.bytes);
+        for (t, n) in ["a", "b", "c"].iter().zip(&counts) {
+            assert_eq!(reopened.state().topics[*t].count, *n, "topic {t}");
         }
     }
 
@@ -217,9 +283,11 @@ mod tests {
         let store = SledLog::open(dir.path(), &cfg).unwrap();
         store.count_existing().unwrap();
         let t0 = 1_000_000_000_000;
-        let old: Vec<_> = (1..=3).map(|s| event(&store, s, &["a"], "old")).collect();
-        append_all(&store, &old, t0);
-        append_all(&store, &[event(&store, 4, &["a"], "new")], t0 + 1_800_000);
+        let old: Vec<_> = (1..=3)
+            .map(|s| event(&store, s, &["a"], "old", t0))
+            .collect();
+        append_all(&store, &old);
+        append_all(&store, &[event(&store, 4, &["a"], "new", t0 + 1_800_000)]);
         let sel = Selector::new(&["a".into()], None, false);
         let at = |now| store.enforce_retention(now).unwrap().by_age;
         assert_eq!(at(t0 + 3_599_999), 0, "not old enough yet");
@@ -230,13 +298,35 @@ mod tests {
             "a reader at 2 missed 3"
         );
         assert!(!store.pruned_since(&sel, 3).unwrap());
-        let max = ReadLimit {
-            events: 10,
-            bytes: 1 << 20,
-        };
-        let left = store.read(&sel, 0, 4, max).unwrap();
-        let seqs: Vec<u64> = left.events.iter().map(|e| e.seq).collect();
-        assert_eq!(seqs, [4]);
+        assert_eq!(seqs(&store, &["a"], 0), [4]);
         assert_eq!(at(t0 + 1_800_000 + 3_600_001), 1);
+        assert_eq!(seqs(&store, &["a"], 0), Vec::<u64>::new());
+    }
+
+    /// Count retention is exact per topic even inside a run, and whole runs go once all
+    /// their events are pruned.
+    #[test]
+    fn count_retention_is_exact_inside_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = StoreConfig {
+            retention_events: 5,
+            ..StoreConfig::default()
+        };
+        let store = SledLog::open(dir.path(), &cfg).unwrap();
+        store.count_existing().unwrap();
+        let evs: Vec<_> = (1..=8).map(|s| event(&store, s, &["t"], "x", 1)).collect();
+        store.reserve(8).unwrap();
+        store.append(&evs[..4]).unwrap();
+        store.flush().unwrap();
+        store.append(&evs[4..]).unwrap();
+        store.flush().unwrap();
+        assert_eq!(store.enforce_retention(2).unwrap().by_count, 3);
+        assert_eq!(seqs(&store, &["t"], 0), [4, 5, 6, 7, 8]);
+        assert_eq!(runs_of(&store, "t"), 2, "the first run still holds event 4");
+        store.append(&[event(&store, 9, &["t"], "x", 1)]).unwrap();
+        store.flush().unwrap();
+        assert_eq!(store.enforce_retention(2).unwrap().by_count, 1);
+        assert_eq!(seqs(&store, &["t"], 0), [5, 6, 7, 8, 9]);
+        assert_eq!(runs_of(&store, "t"), 2, "the first run went whole");
     }
 }

@@ -122,7 +122,7 @@ fn join(chunk: &Chunk, format: Format) -> Bytes {
     if let [one] = &chunk.events[..] {
         return one.encoded(format);
     }
-    let mut b = BytesMut::with_capacity(chunk.events.iter().map(|e| e.sse().len()).sum());
+    let mut b = BytesMut::with_capacity(chunk.events.iter().map(|e| e.size_hint()).sum());
     for e in &chunk.events {
         b.put_slice(&e.encoded(format));
     }

@@ -35,9 +35,9 @@ fn resume_after_2(dir: &std::path::Path) -> (Arc<SledLog>, Streams, Subscription
     let log = Arc::new(SledLog::open(dir, &cfg).unwrap());
     log.count_existing().unwrap();
     let events: Vec<_> = (1..=10)
-        .map(|s| event(&*log, s, &["t"], &s.to_string()))
+        .map(|s| event(&*log, s, &["t"], &s.to_string(), crate::time::unix_ms()))
         .collect();
-    append_all(&*log, &events, crate::time::unix_ms());
+    append_all(&*log, &events);
     let streams = Streams::new(Broker::new(BrokerLimits::small(), 10), log.clone(), 10, 500);
     let sub = open_on_t(&streams, &log.ids().format(2), Format::Sse);
     (log, streams, sub)
@@ -87,7 +87,7 @@ async fn retention_racing_a_replay_gives_a_reset_not_a_gap() {
 async fn envelope_streams_wrap_replay_and_live_events() {
     let dir = tempfile::tempdir().unwrap();
     let log = Arc::new(SledLog::open(dir.path(), &StoreConfig::default()).unwrap());
-    append_all(&*log, &[event(&*log, 1, &["t"], "old")], 1);
+    append_all(&*log, &[event(&*log, 1, &["t"], "old", 1)]);
     let broker = Broker::new(BrokerLimits::small(), 1);
     let streams = Streams::new(broker.clone(), log.clone(), 10, 500);
     let mut sub = open_on_t(&streams, "earliest", Format::SseEnvelope);
@@ -96,7 +96,7 @@ async fn envelope_streams_wrap_replay_and_live_events() {
         datas(&next_text(&mut sub).await),
         [r#"{"topics":["t"],"data":"old"}"#]
     );
-    broker.fan_out(&Arc::new(event(&*log, 2, &["t"], "new")));
+    broker.fan_out(&event(&*log, 2, &["t"], "new", 2));
     assert_eq!(
         datas(&next_text(&mut sub).await),
         [r#"{"topics":["t"],"data":"new"}"#]

@@ -19,3 +19,4 @@ mod shipped_config;
 mod streams;
 mod systemd;
 mod tls;
+mod upgrade;

@@ -210,6 +210,58 @@ async fn sync_none_still_flushes_at_shutdown() {
     assert_eq!(s.next().await.id.as_deref(), id.as_str());
 }
 
+/// `sync = "none"` writes what was published once per `store.flush_interval`: a `kill -9`
+/// after an interval keeps it, one within an interval may lose it, but an id is never given
+/// twice, so a client holding a lost event's id still resumes without a gap.
+#[tokio::test]
+async fn sync_none_writes_each_interval_and_never_reuses_an_id() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().to_str().unwrap().to_string();
+    let args = ["--listen", "127.0.0.1:0", "--data", data.as_str()];
+    let env = [
+        ("RUNNEL_STORE_SYNC", "none"),
+        ("RUNNEL_STORE_FLUSH_INTERVAL", "200ms"),
+    ];
+    let p = Proc::spawn(&args, &env);
+    let (_, kept) = try_publish(p.addr, &json!({"topic": "n", "data": "kept"}))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let (_, maybe) = try_publish(p.addr, &json!({"topic": "n", "data": "maybe"}))
+        .await
+        .unwrap();
+    p.signal("KILL");
+    drop(p);
+    let p = Proc::spawn(&args, &env);
+    let mut s = Sse::open(p.addr, "/events?topic=n&last_event_id=earliest", &[]).await;
+    s.connected().await;
+    assert_eq!(
+        s.next().await.id.as_deref(),
+        kept["id"].as_str(),
+        "written after the interval"
+    );
+    let (_, after) = try_publish(p.addr, &json!({"topic": "n", "data": "after"}))
+        .await
+        .unwrap();
+    let (maybe, after) = (maybe["id"].as_str().unwrap(), after["id"].as_str().unwrap());
+    assert!(
+        after > maybe,
+        "{after} reuses the lost event's place ({maybe})"
+    );
+    let mut r = Sse::open(
+        p.addr,
+        &format!("/events?topic=n&last_event_id={maybe}"),
+        &[],
+    )
+    .await;
+    r.connected().await;
+    assert_eq!(
+        r.next().await.id.as_deref(),
+        Some(after),
+        "resumes with no reset and no gap"
+    );
+}
+
 /// A full disk, simulated with a file size limit (SIGXFSZ ignored, so writes fail with
 /// EFBIG like they fail with ENOSPC): publishes get 503, /health says so, open streams keep
 /// going, and what was acknowledged survives.

@@ -7,6 +7,7 @@ mod http;
 mod process;
 mod sse;
 pub mod tls;
+pub mod v1;
 
 pub use {auth::*, http::*, process::*, sse::*};
 
