@@ -7,10 +7,10 @@
 //! misses one that was already fanned out. sled's own background flusher is off: every write
 //! to the disk is one of ours, which is what an SD card's wear follows.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard};
 
 use super::record::{
     RUN, encode_run, meta_key, pruned_key, run_key, seq_of, split_pruned_key, split_run_key,
@@ -31,6 +31,10 @@ pub(crate) struct SledLog {
     pub(super) retention_age_ms: u64,
     pub(super) max_bytes: u64,
     state: Mutex<State>,
+    /// The latest events written (or waiting to be), shared with the streams that received
+    /// them live: a stream that resumes a little behind reads them from here, already
+    /// encoded, instead of decoding the log once per stream.
+    recent: RwLock<Recent>,
     healthy: AtomicBool,
     flushes: AtomicU64,
     /// Tests make flushes slow to observe group commit.
@@ -57,6 +61,30 @@ pub(super) struct State {
 
 /// Seqs are reserved this many at a time (one durable write per block).
 const RESERVE_BLOCK: u64 = 1 << 16;
+
+/// The latest persisted events, oldest first: every persisted event from the first one on.
+#[derive(Default)]
+pub(super) struct Recent {
+    pub events: VecDeque<Arc<Event>>,
+    bytes: usize,
+}
+
+/// How many recent events are kept in memory, at most, and their bytes.
+const RECENT_EVENTS: usize = 4096;
+const RECENT_BYTES: usize = 1 << 20;
+
+impl Recent {
+    fn push(&mut self, e: &Arc<Event>) {
+        self.bytes += e.size_hint();
+        self.events.push_back(e.clone());
+        while self.events.len() > RECENT_EVENTS || self.bytes > RECENT_BYTES {
+            match self.events.pop_front() {
+                Some(old) => self.bytes -= old.size_hint(),
+                None => break,
+            }
+        }
+    }
+}
 
 /// One topic's part of the log.
 #[derive(Debug, Clone)]
@@ -157,6 +185,7 @@ impl SledLog {
                 topics,
                 ..State::default()
             }),
+            recent: RwLock::new(Recent::default()),
             healthy: AtomicBool::new(true),
             flushes: AtomicU64::new(0),
             #[cfg(test)]
@@ -170,6 +199,10 @@ impl SledLog {
     // Short, non-async critical sections only.
     pub(super) fn state(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(super) fn recent(&self) -> RwLockReadGuard<'_, Recent> {
+        self.recent.read().unwrap_or_else(|e| e.into_inner())
     }
 
     fn mark(&self, ok: bool) {
@@ -349,6 +382,11 @@ impl Log for SledLog {
             .any(|e| e.topics.len() > 1 || e.topics.first() != first);
         st.pending_spans_topics |= spans;
         st.pending.extend(events.iter().cloned());
+        drop(st);
+        let mut recent = self.recent.write().unwrap_or_else(|e| e.into_inner());
+        for e in events {
+            recent.push(e);
+        }
         Ok(())
     }
 
