@@ -134,7 +134,7 @@ impl Default for StoreConfig {
             retention_age: Dur::secs(24 * 3600),
             max_disk: ByteSize(256 << 20),
             sync: SyncMode::Batch,
-            flush_interval: Dur::secs(1),
+            flush_interval: Dur::secs(2),
             commit_delay: Dur(std::time::Duration::from_millis(5)),
             cache: ByteSize(8 << 20),
         }
