@@ -109,6 +109,36 @@ async fn metrics_are_prometheus_text() {
     }
 }
 
+/// What the log costs the disk, as the hub itself counts it: flushes and the bytes it wrote,
+/// in `/stats` and `/metrics`.
+#[tokio::test]
+async fn the_log_reports_its_flushes_and_bytes_written() {
+    let hub = TestHub::start().await;
+    let before = hub.get("/stats").await.json()["store"].clone();
+    for i in 0..5 {
+        hub.publish(json!({"topic": "w", "data": i})).await;
+    }
+    let after = hub.get("/stats").await.json()["store"].clone();
+    let n = |v: &serde_json::Value, k: &str| v[k].as_u64().unwrap_or_else(|| panic!("{k}: {v}"));
+    assert_eq!(
+        n(&after, "flushes") - n(&before, "flushes"),
+        5,
+        "one flush per publish"
+    );
+    // /proc/self/io counts what reached the block device; on a tmpfs it may stay 0.
+    assert!(n(&after, "written_bytes") >= n(&before, "written_bytes"));
+    let t = hub.get("/metrics").await.text();
+    for name in [
+        "runnel_store_written_bytes_total",
+        "runnel_store_flushes_total",
+    ] {
+        assert!(
+            t.lines().any(|l| l.starts_with(&format!("{name} "))),
+            "{name} in\n{t}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn connections_are_listed_and_can_be_closed() {
     let hub = TestHub::start().await;
