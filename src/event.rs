@@ -14,7 +14,11 @@ use crate::sse;
 pub struct NewEvent {
     pub topics: Vec<String>,
     pub event: Option<String>,
+    /// The data as text: a JSON string's text, or any other JSON value in compact form
+    /// (then `json` is set), or raw text.
     pub data: String,
+    /// `data` is a JSON value other than a string (a number, an object...), as published.
+    pub json: bool,
     pub retry: Option<u64>,
     pub persist: bool,
     pub idempotency_key: Option<String>,
@@ -67,6 +71,8 @@ pub struct Event {
     pub event: Option<String>,
     /// The data as text (a JSON value as published, or raw text).
     pub data: String,
+    /// `data` is a JSON value other than a string.
+    pub json: bool,
     pub retry: Option<u64>,
     /// When it was published (Unix ms).
     pub time_ms: u64,
@@ -74,24 +80,27 @@ pub struct Event {
 }
 
 impl Event {
-    pub fn new(
-        seq: u64,
-        id: String,
-        topics: Vec<String>,
-        event: Option<String>,
-        data: String,
-        retry: Option<u64>,
-        time_ms: u64,
-    ) -> Event {
+    /// The event `seq` (public id `id`), published at `time_ms`, carrying `e`.
+    pub fn new(seq: u64, id: String, time_ms: u64, e: NewEvent) -> Event {
         Event {
             seq,
             id,
-            topics,
-            event,
-            data,
-            retry,
+            topics: e.topics,
+            event: e.event,
+            data: e.data,
+            json: e.json,
+            retry: e.retry,
             time_ms,
             encodings: Default::default(),
+        }
+    }
+
+    /// The data as the JSON value published: a string for text.
+    pub fn data_value(&self) -> Value {
+        if self.json {
+            serde_json::from_str(&self.data).unwrap_or_else(|_| Value::String(self.data.clone()))
+        } else {
+            Value::String(self.data.clone())
         }
     }
 
@@ -281,16 +290,16 @@ mod tests {
     }
 
     fn event(data: &str) -> Event {
-        let topics = vec!["a".into(), "b/c".into()];
-        Event::new(
-            1,
-            "1".into(),
-            topics,
-            Some("up".into()),
-            data.into(),
-            Some(5),
-            0,
-        )
+        let e = NewEvent {
+            topics: vec!["a".into(), "b/c".into()],
+            event: Some("up".into()),
+            data: data.into(),
+            json: false,
+            retry: Some(5),
+            persist: true,
+            idempotency_key: None,
+        };
+        Event::new(1, "1".into(), 0, e)
     }
 
     #[test]

@@ -102,7 +102,7 @@ fn one(v: Value, limits: PublishLimits) -> Result<NewEvent, Error> {
     let data = b.data.ok_or_else(|| {
         Error::BadRequest("\"data\" is missing (browsers drop events without data)".into())
     })?;
-    build(
+    let mut ev = build(
         topics,
         b.event,
         sse::data_text(&data),
@@ -110,7 +110,9 @@ fn one(v: Value, limits: PublishLimits) -> Result<NewEvent, Error> {
         b.persist,
         b.idempotency_key,
         limits,
-    )
+    )?;
+    ev.json = !data.is_string();
+    Ok(ev)
 }
 
 /// Parses `POST /publish/{topic}`: the body is the data, options come from the query.
@@ -208,7 +210,7 @@ pub fn parse_notify(body: &[u8], limits: PublishLimits) -> Result<NewEvent, Erro
     }
     let o: Options = from_value(Value::Object(options))?;
     let data = serde_json::to_string(&Value::Object(data)).unwrap_or_default();
-    build(
+    let mut ev = build(
         topics,
         Some("notification".into()),
         data,
@@ -216,7 +218,9 @@ pub fn parse_notify(body: &[u8], limits: PublishLimits) -> Result<NewEvent, Erro
         o.persist,
         o.idempotency_key,
         limits,
-    )
+    )?;
+    ev.json = true;
+    Ok(ev)
 }
 
 /// The notification's own fields: a non-empty title or content, a known type, a boolean
@@ -377,6 +381,7 @@ fn build(
         topics,
         event,
         data,
+        json: false,
         retry,
         persist: persist.unwrap_or(true),
         idempotency_key,

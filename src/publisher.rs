@@ -134,7 +134,7 @@ impl Publisher {
                 .zip(first..)
                 .map(|(ev, seq)| {
                     let id = ids.format(seq);
-                    let e = Event::new(seq, id, ev.topics, ev.event, ev.data, ev.retry, now);
+                    let e = Event::new(seq, id, now, ev);
                     // Every stream wants the SSE form: build it here, where it paces the
                     // publisher, rather than in the first stream to write the event.
                     e.encoded(Format::Sse);
@@ -355,6 +355,7 @@ mod tests {
                         topics: vec!["t".into()],
                         event: None,
                         data: format!("{i}"),
+                        json: false,
                         retry: None,
                         persist: true,
                         idempotency_key: None,

@@ -378,6 +378,12 @@ impl Broker {
         }
     }
 
+    /// The seq of the last event fanned out: every event up to it is in the log (or was
+    /// live-only), and nothing after it has reached a stream.
+    pub fn fanned_through(&self) -> u64 {
+        self.registry().fanned_through
+    }
+
     /// A snapshot of the open streams, for `/connections`.
     pub fn connections(&self) -> Vec<ConnectionInfo> {
         let reg = self.registry();

@@ -7,13 +7,15 @@
 //! publish handlers, which await the body and the commit, are boxed for the same reason.
 //!
 //! - `router`: paths and methods; `body`: request and response bodies and their helpers;
-//! - one file per group of handlers: `events`, `publish`, `session` (subscriptions,
-//!   exchange tokens, the cookie), `ops`, `assets`; `cors`: preflight and headers.
+//! - one file per group of handlers: `events`, `history`, `publish`, `session`
+//!   (subscriptions, exchange tokens, the cookie), `ops`, `assets`; `cors`: preflight and
+//!   headers.
 
 mod assets;
 mod body;
 mod cors;
 mod events;
+mod history;
 mod ops;
 mod publish;
 mod router;

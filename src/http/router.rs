@@ -7,7 +7,7 @@ use http::Method;
 use http::request::Parts;
 
 use super::body::decode_path;
-use super::{Req, ReqBody, Resp, assets, events, ops, publish, session};
+use super::{Req, ReqBody, Resp, assets, events, history, ops, publish, session};
 use crate::error::Error;
 use crate::hub::Hub;
 
@@ -20,6 +20,10 @@ pub(super) async fn dispatch(hub: &Hub, req: Req, peer: SocketAddr) -> Result<Re
             allow(m, &[Method::GET, Method::HEAD], "GET")?;
             Ok(assets::console())
         }
+        "/favicon.ico" => {
+            allow(m, &[Method::GET, Method::HEAD], "GET")?;
+            Ok(assets::favicon())
+        }
         "/runnel.js" => {
             allow(m, &[Method::GET, Method::HEAD], "GET")?;
             Ok(assets::client_js())
@@ -27,6 +31,10 @@ pub(super) async fn dispatch(hub: &Hub, req: Req, peer: SocketAddr) -> Result<Re
         "/events" => {
             allow(m, &[Method::GET, Method::HEAD], "GET, HEAD")?;
             events::stream(hub, &parts, peer, None)
+        }
+        "/history" => {
+            allow(m, &[Method::GET], "GET")?;
+            Box::pin(history::history(hub, parts)).await
         }
         "/publish" => {
             allow(m, &[Method::POST], "POST")?;

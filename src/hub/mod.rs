@@ -7,9 +7,11 @@
 //!
 //! - this file: the handle, start-up, health, request ids, shutdown;
 //! - `publish`: permissions and idempotency around the publisher;
-//! - `subscribe`: streams and sessions; `ops`: connections and stats;
+//! - `subscribe`: streams and sessions; `history`: pages of retained events; `ops`:
+//!   connections and stats;
 //! - `maintenance`: the background tasks (heartbeat clock, retention, the log count).
 
+mod history;
 mod maintenance;
 mod ops;
 mod publish;
@@ -21,6 +23,7 @@ use std::time::Instant;
 
 use anyhow::Context as _;
 
+pub(crate) use history::{HistoryQuery, MAX_LIMIT};
 pub(crate) use ops::Stats;
 pub(crate) use publish::Outcome;
 pub(crate) use subscribe::SessionChange;

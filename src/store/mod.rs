@@ -166,16 +166,16 @@ pub(crate) mod testing {
 
     /// Event `seq` on `topics`, with `data`, published at `time_ms`.
     pub fn event(log: &dyn Log, seq: u64, topics: &[&str], data: &str, time_ms: u64) -> Arc<Event> {
-        let topics: Vec<String> = topics.iter().map(|t| (*t).to_string()).collect();
-        Arc::new(Event::new(
-            seq,
-            log.ids().format(seq),
-            topics,
-            None,
-            data.to_string(),
-            None,
-            time_ms,
-        ))
+        let e = crate::event::NewEvent {
+            topics: topics.iter().map(|t| (*t).to_string()).collect(),
+            event: None,
+            data: data.to_string(),
+            json: false,
+            retry: None,
+            persist: true,
+            idempotency_key: None,
+        };
+        Arc::new(Event::new(seq, log.ids().format(seq), time_ms, e))
     }
 
     /// Appends events, each flushed on its own (as a commit group of one).

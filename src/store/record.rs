@@ -16,11 +16,12 @@
 //!
 //! A run: `version (2)`, then varints `count`, `last seq - first seq`, `first time` (Unix
 //! ms), `last time - first time`; then each event: varints `seq - first seq`,
-//! `time - first time`, a flags byte (1: an event type, 2: a retry, 4: several topics), the
+//! `time - first time`, a flags byte (1: an event type, 2: a retry, 4: several topics, 8:
+//! the data is a JSON value other than a string), the
 //! event type and the topics as length-prefixed text when present, the retry, and the data
 //! (length-prefixed). Ids are not stored: they follow from the seq.
 
-use crate::event::Event;
+use crate::event::{Event, NewEvent};
 use crate::store::Ids;
 
 pub(super) const RUN: u8 = b'r';
@@ -31,6 +32,7 @@ pub(super) const RUN_VERSION: u8 = 2;
 const HAS_EVENT: u8 = 1;
 const HAS_RETRY: u8 = 2;
 const SEVERAL_TOPICS: u8 = 4;
+const JSON_DATA: u8 = 8;
 
 /// `r` + topic + `0x00`: where a topic's runs start.
 pub(super) fn run_prefix(topic: &str) -> Vec<u8> {
@@ -92,7 +94,8 @@ pub(super) fn encode_run(topic: &str, events: &[&Event]) -> Vec<u8> {
         let several = !(e.topics.len() == 1 && e.topics[0] == topic);
         let flags = u8::from(e.event.is_some()) * HAS_EVENT
             + u8::from(e.retry.is_some()) * HAS_RETRY
-            + u8::from(several) * SEVERAL_TOPICS;
+            + u8::from(several) * SEVERAL_TOPICS
+            + u8::from(e.json) * JSON_DATA;
         v.push(flags);
         if let Some(t) = &e.event {
             put_text(&mut v, t);
@@ -148,15 +151,16 @@ pub(super) fn decode_run(
         };
         let data = r.text()?;
         if keep(seq) {
-            out.push(Event::new(
-                seq,
-                ids.format(seq),
+            let e = NewEvent {
                 topics,
                 event,
                 data,
+                json: flags & JSON_DATA != 0,
                 retry,
-                time_ms,
-            ));
+                persist: true,
+                idempotency_key: None,
+            };
+            out.push(Event::new(seq, ids.format(seq), time_ms, e));
         }
     }
     Some(out)
@@ -254,23 +258,22 @@ mod tests {
 
     fn ev(seq: u64, topics: &[&str], event: Option<&str>, data: &str, time: u64) -> Event {
         let ids = Ids { incarnation: 7 };
-        let topics = topics.iter().map(|t| (*t).to_string()).collect();
-        let retry = seq.is_multiple_of(2).then_some(250);
-        Event::new(
-            seq,
-            ids.format(seq),
-            topics,
-            event.map(Into::into),
-            data.into(),
-            retry,
-            time,
-        )
+        let e = NewEvent {
+            topics: topics.iter().map(|t| (*t).to_string()).collect(),
+            event: event.map(Into::into),
+            data: data.into(),
+            json: data.starts_with('{'),
+            retry: seq.is_multiple_of(2).then_some(250),
+            persist: true,
+            idempotency_key: None,
+        };
+        Event::new(seq, ids.format(seq), time, e)
     }
 
     #[test]
     fn runs_roundtrip() {
         let a = ev(10, &["t"], None, "one", 1000);
-        let b = ev(12, &["t", "u/v"], Some("up"), "two\nlines", 1500);
+        let b = ev(12, &["t", "u/v"], Some("up"), "{\"two\":2}", 1500);
         let c = ev(300, &["t"], Some("x"), "", 99_000);
         let run = encode_run("t", &[&a, &b, &c]);
         let got = decode_run("t", 300, &run, Ids { incarnation: 7 }, |_| true).unwrap();

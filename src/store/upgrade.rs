@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 
 use super::record::{encode_run, meta_key, run_key, seq_of};
 use super::{Ids, StoreError};
-use crate::event::Event;
+use crate::event::{Event, NewEvent};
 use crate::sse::Parser;
 
 /// The format this build writes.
@@ -131,13 +131,15 @@ fn v1_event(seq: u64, b: &[u8], ids: Ids) -> Option<Event> {
         at += 1 + len;
     }
     let parsed = Parser::default().feed(b.get(at..)?).into_iter().next()?;
-    Some(Event::new(
-        seq,
-        ids.format(seq),
+    let e = NewEvent {
         topics,
-        parsed.event,
-        parsed.data,
-        parsed.retry,
-        time_ms,
-    ))
+        event: parsed.event,
+        data: parsed.data,
+        // Format 1 kept only the text: a JSON number and a string of its digits look alike.
+        json: false,
+        retry: parsed.retry,
+        persist: true,
+        idempotency_key: None,
+    };
+    Some(Event::new(seq, ids.format(seq), time_ms, e))
 }

@@ -7,6 +7,7 @@ mod auth;
 mod connections;
 mod cookies_cors;
 mod errors;
+mod history;
 mod layout;
 mod lifecycle;
 mod limits;

@@ -179,6 +179,15 @@ async fn connections_are_listed_and_can_be_closed() {
 }
 
 #[tokio::test]
+async fn the_console_has_an_icon() {
+    let hub = TestHub::start().await;
+    let r = hub.get("/favicon.ico").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("content-type"), Some("image/x-icon"));
+    assert!(r.body.starts_with(&[0, 0, 1, 0]), "an ICO file");
+}
+
+#[tokio::test]
 async fn console_page_is_served() {
     let hub = TestHub::start().await;
     let r = hub.get("/").await;
