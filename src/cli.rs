@@ -44,6 +44,22 @@ enum Command {
     Pub(PubArgs),
     /// Print events as they arrive; reconnects and resumes by itself.
     Sub(SubArgs),
+    /// Ask a hub whether it is healthy (`/health`): exit status 0 if so, 1 if not (for
+    /// container health checks; no shell or curl needed).
+    Health(HealthArgs),
+}
+
+#[derive(Args, Debug)]
+struct HealthArgs {
+    /// The hub's URL.
+    #[arg(long, env = "RUNNEL_URL", default_value = "http://127.0.0.1:8080")]
+    url: String,
+    /// For an https URL: PEM certificates to trust (default: the system's).
+    #[arg(long, env = "RUNNEL_CA", value_name = "FILE")]
+    ca: Option<PathBuf>,
+    /// How long to wait for the answer.
+    #[arg(long, default_value = "5s")]
+    timeout: crate::config::Dur,
 }
 
 #[derive(Args, Debug, Clone, Default)]
@@ -161,6 +177,7 @@ pub fn main() -> ExitCode {
         Command::Cert(args) => cert(args),
         Command::Pub(args) => client_runtime(publish(args)),
         Command::Sub(args) => client_runtime(subscribe(args)),
+        Command::Health(args) => client_runtime(health(args)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -424,6 +441,13 @@ async fn publish(args: PubArgs) -> anyhow::Result<()> {
     )
     .await?;
     println!("{answer}");
+    Ok(())
+}
+
+async fn health(args: HealthArgs) -> anyhow::Result<()> {
+    let ep = Endpoint::parse(&args.url, args.ca.as_deref())?;
+    let v = client::health(&ep, args.timeout.0).await?;
+    println!("{v}");
     Ok(())
 }
 

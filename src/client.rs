@@ -170,6 +170,26 @@ fn error_message(status: StatusCode, body: &[u8]) -> String {
     format!("{status}: {msg}")
 }
 
+/// `runnel health`: the hub's `/health` answer, within `timeout`. Ok when it says 200.
+pub async fn health(ep: &Endpoint, timeout: Duration) -> anyhow::Result<serde_json::Value> {
+    let req = ep
+        .request("GET", "/health", None)
+        .body(Full::new(Bytes::new()))?;
+    let resp = tokio::time::timeout(timeout, ep.send(req))
+        .await
+        .map_err(|_| anyhow!("no answer from {} within {timeout:?}", ep.authority))??;
+    let status = resp.status();
+    let body = tokio::time::timeout(timeout, resp.into_body().collect())
+        .await
+        .map_err(|_| anyhow!("the answer from {} did not arrive in time", ep.authority))??
+        .to_bytes();
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
+    if status != StatusCode::OK {
+        bail!("{status}: {v}");
+    }
+    Ok(v)
+}
+
 /// `runnel pub`: publishes `data` to `topic`; returns the hub's JSON answer.
 pub async fn publish(
     ep: &Endpoint,

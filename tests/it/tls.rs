@@ -572,3 +572,55 @@ async fn http1_tls_streams_see_hang_ups_and_keep_alive_works() {
     assert!(rest.ends_with("0\r\n\r\n"), "{rest:?}");
     stopping.await.unwrap();
 }
+
+/// `runnel health` (the container's health check) says yes for a healthy hub, over HTTP
+/// and over HTTPS with `--ca`, and no, with exit status 1, for a hub that is not there or
+/// is stopping.
+#[tokio::test]
+async fn runnel_health_exits_by_the_hubs_health() {
+    let health = |args: Vec<String>| {
+        tokio::task::spawn_blocking(move || {
+            let out = std::process::Command::new(bin())
+                .arg("health")
+                .args(args)
+                .env_remove("RUNNEL_URL")
+                .output()
+                .unwrap();
+            (
+                out.status.code(),
+                String::from_utf8_lossy(&out.stdout).to_string(),
+                String::from_utf8_lossy(&out.stderr).to_string(),
+            )
+        })
+    };
+    let plain = TestHub::start().await;
+    let url = format!("http://{}", plain.addr);
+    let (code, out, _) = health(vec!["--url".into(), url.clone()]).await.unwrap();
+    assert_eq!(code, Some(0));
+    assert!(out.contains("\"ok\""), "{out}");
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key, _) = make_cert(dir.path(), "a");
+    let hub = tls_hub(&cert, &key).await;
+    let tls_url = format!("https://localhost:{}", hub.addr.port());
+    let args = vec![
+        "--url".into(),
+        tls_url,
+        "--ca".into(),
+        cert.display().to_string(),
+    ];
+    assert_eq!(health(args).await.unwrap().0, Some(0));
+    let closed = format!("http://127.0.0.1:{}", {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    });
+    let (code, _, err) = health(vec![
+        "--url".into(),
+        closed,
+        "--timeout".into(),
+        "2s".into(),
+    ])
+    .await
+    .unwrap();
+    assert_eq!(code, Some(1));
+    assert!(err.contains("cannot connect"), "{err}");
+}
