@@ -203,7 +203,7 @@ fn load(args: &ServeArgs) -> anyhow::Result<(Config, config::Loaded)> {
 
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let (config, loaded) = load(&args)?;
-    let log = init_logging(&config.log);
+    let log = init_logging(&config.log, config.log_format == "json");
     match &loaded.file {
         Some(f) => {
             tracing::info!(file = %f.display(), env = ?loaded.env_keys, "configuration loaded")
@@ -472,17 +472,24 @@ type LogHandle = tracing_subscriber::reload::Handle<LevelFilter, tracing_subscri
 
 /// Logs go to stderr: plain text without colours unless it is a terminal, and without
 /// timestamps under systemd (journald adds its own). The level can change at run time.
-fn init_logging(level: &str) -> LogHandle {
+fn init_logging(level: &str, json: bool) -> LogHandle {
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
     let level = level.parse().unwrap_or(tracing::Level::INFO);
     let (filter, handle) = tracing_subscriber::reload::Layer::new(LevelFilter::from_level(level));
-    let fmt = tracing_subscriber::fmt::layer()
-        .with_writer(std::io::stderr)
+    let base = tracing_subscriber::registry().with(filter);
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    if json {
+        // One object per line, its fields at the top level, for log shippers.
+        base.with(fmt.json().flatten_event(true).with_current_span(false))
+            .init();
+        return handle;
+    }
+    let fmt = fmt
         .with_ansi(std::io::stderr().is_terminal())
         .with_target(false);
-    let base = tracing_subscriber::registry().with(filter);
     if std::env::var_os("JOURNAL_STREAM").is_some() {
+        // journald stamps each line itself.
         base.with(fmt.without_time()).init();
     } else {
         base.with(fmt).init();

@@ -7,7 +7,7 @@ use http::StatusCode;
 
 /// An error a client can see. The variant decides the status and the machine-readable code;
 /// the message is for humans and names what was wrong (the field, the topic, the limit).
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum Error {
     #[error("{0}")]
     BadRequest(String),

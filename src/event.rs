@@ -146,6 +146,15 @@ pub enum ResetReason {
     Pruned,
 }
 
+impl ResetReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ResetReason::UnknownId => "unknown_id",
+            ResetReason::Pruned => "pruned",
+        }
+    }
+}
+
 /// Why the hub ended a stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CloseReason {
@@ -243,13 +252,7 @@ impl Control {
             Control::Reset {
                 reason,
                 last_event_id,
-            } => {
-                let reason = match reason {
-                    ResetReason::UnknownId => "unknown_id",
-                    ResetReason::Pruned => "pruned",
-                };
-                json!({"reason": reason, "last_event_id": last_event_id})
-            }
+            } => json!({"reason": reason.as_str(), "last_event_id": last_event_id}),
             Control::Closed(r) => json!({"reason": r.as_str(), "message": r.message()}),
             Control::Shutdown => json!({
                 "reason": "shutdown",

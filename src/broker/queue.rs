@@ -71,6 +71,8 @@ struct Queue {
     last_seq: u64,
     /// Coarse time of the last write, for the heartbeat.
     last_write_ms: u64,
+    /// How the hub ended the stream, if it did.
+    ended: Option<Ending>,
 }
 
 enum State {
@@ -101,6 +103,7 @@ impl Subscriber {
                 state: State::Open,
                 last_seq: 0,
                 last_write_ms: now_ms,
+                ended: None,
             }),
         }
     }
@@ -129,6 +132,7 @@ impl Subscriber {
             if q.items.len() >= cap {
                 q.items = VecDeque::new();
                 q.state = State::Closing(Some(Ending::Closed(CloseReason::SlowReader)));
+                q.ended = Some(Ending::Closed(CloseReason::SlowReader));
                 counters
                     .dropped_slow_streams
                     .fetch_add(1, Ordering::Relaxed);
@@ -181,6 +185,7 @@ impl Subscriber {
                 q.items = VecDeque::new();
             }
             q.state = State::Closing(last);
+            q.ended = last;
             q.waker.take()
         };
         if let Some(w) = waker {
@@ -193,13 +198,20 @@ impl Subscriber {
         self.lock().items.len()
     }
 
+    /// How the hub ended the stream, if it did.
+    pub fn ended(&self) -> Option<Ending> {
+        self.lock().ended
+    }
+
     /// The next bytes to write in `format`: every waiting item joined into one write (up to
-    /// 64 KiB), the final message, or the end. Registers the waker when there is nothing.
+    /// 64 KiB), the final message, or the end; `sent` counts the events in them. Registers the
+    /// waker when there is nothing.
     pub fn poll_next(
         &self,
         cx: &mut Context<'_>,
         now_ms: u64,
         format: Format,
+        sent: &mut u64,
     ) -> Poll<Option<Bytes>> {
         let mut q = self.lock();
         if let Some(first) = q.items.pop_front() {
@@ -216,6 +228,10 @@ impl Subscriber {
             // Encoding happens outside the lock: fan-out must not wait on it.
             let rest: Vec<Item> = q.items.drain(..n).collect();
             drop(q);
+            *sent += std::iter::once(&first)
+                .chain(&rest)
+                .filter(|i| matches!(i, Item::Event(_)))
+                .count() as u64;
             let first = first.encode(format);
             if rest.is_empty() {
                 return Poll::Ready(Some(first));

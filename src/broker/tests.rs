@@ -23,10 +23,12 @@ fn spec(user: Option<&str>, expires_at: Option<u64>) -> StreamSpec {
 /// What the stream writes next, or `None` if it would wait.
 async fn next_now(sub: &Subscriber, broker: &Broker) -> Option<Option<Bytes>> {
     poll_fn(|cx| {
-        Poll::Ready(match sub.poll_next(cx, broker.now_ms(), Format::Sse) {
-            Poll::Ready(b) => Some(b),
-            Poll::Pending => None,
-        })
+        Poll::Ready(
+            match sub.poll_next(cx, broker.now_ms(), Format::Sse, &mut 0) {
+                Poll::Ready(b) => Some(b),
+                Poll::Pending => None,
+            },
+        )
     })
     .await
 }

@@ -48,6 +48,9 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// Log level: error, warn, info, debug or trace.
     pub log: String,
+    /// `text` (one line per entry, for people and journald) or `json` (one object per line,
+    /// for log shippers).
+    pub log_format: String,
     pub stream: StreamConfig,
     pub store: StoreConfig,
     pub limits: LimitsConfig,
@@ -64,6 +67,7 @@ impl Default for Config {
             listen: "127.0.0.1:8080".into(),
             data_dir: PathBuf::from("./runnel-data"),
             log: "info".into(),
+            log_format: "text".into(),
             stream: StreamConfig::default(),
             store: StoreConfig::default(),
             limits: LimitsConfig::default(),

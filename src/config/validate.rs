@@ -18,6 +18,12 @@ impl Config {
                 self.log
             ));
         }
+        if !matches!(self.log_format.as_str(), "text" | "json") {
+            return err(format!(
+                "log_format = {:?}: use text or json",
+                self.log_format
+            ));
+        }
         self.validate_stream_and_store()?;
         self.validate_limits()?;
         self.validate_auth()?;

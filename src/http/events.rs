@@ -22,8 +22,8 @@ pub(super) fn stream(
     path_topic: Option<String>,
 ) -> Result<Resp, Error> {
     let probe = parts.method == Method::HEAD;
-    // A single-use exchange token is accepted only where it is spent: a probe must not.
-    let caller = hub.auth().authenticate(parts, !probe)?;
+    // A single-use exchange token is spent only by GET (see `handle`): a probe does not.
+    let caller = super::caller(parts)?;
     let req = request(parts, peer, path_topic);
     let body = if probe {
         hub.check_stream(&caller, req)?;

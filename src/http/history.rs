@@ -10,11 +10,10 @@ use super::Resp;
 use super::body::{json_response, query};
 use crate::config::Dur;
 use crate::error::Error;
-use crate::event::ResetReason;
 use crate::hub::{HistoryQuery, Hub, MAX_LIMIT};
 
 pub(super) async fn history(hub: &Hub, parts: Parts) -> Result<Resp, Error> {
-    let caller = hub.auth().authenticate(&parts, false)?;
+    let caller = super::caller(&parts)?;
     let q = history_query(&parts)?;
     let h = hub.history(&caller, q).await?;
     let events: Vec<Value> = h
@@ -32,11 +31,7 @@ pub(super) async fn history(hub: &Hub, parts: Parts) -> Result<Resp, Error> {
         .collect();
     let mut v = json!({"events": events, "next": h.next});
     if let Some((reason, id)) = h.reset {
-        let reason = match reason {
-            ResetReason::UnknownId => "unknown_id",
-            ResetReason::Pruned => "pruned",
-        };
-        v["reset"] = json!({"reason": reason, "last_event_id": id});
+        v["reset"] = json!({"reason": reason.as_str(), "last_event_id": id});
     }
     Ok(json_response(StatusCode::OK, &v))
 }

@@ -25,7 +25,7 @@ pub(super) fn health(hub: &Hub) -> Resp {
 /// `GET /stats`, `GET /metrics`, `GET /connections`.
 pub(super) fn read(hub: &Hub, parts: &Parts, path: &str) -> Result<Resp, Error> {
     if !(path == "/metrics" && hub.auth().public_metrics()) {
-        admin(hub, parts)?;
+        admin(parts)?;
     }
     Ok(match path {
         "/stats" => json_response(StatusCode::OK, &stats_json(&hub.stats())),
@@ -40,13 +40,13 @@ pub(super) fn read(hub: &Hub, parts: &Parts, path: &str) -> Result<Resp, Error> 
 
 /// `DELETE /connections/{id}`: the stream gets `closed` and ends.
 pub(super) fn close_connection(hub: &Hub, parts: &Parts, id: &str) -> Result<Resp, Error> {
-    admin(hub, parts)?;
+    admin(parts)?;
     hub.close_connection(id)?;
     Ok(no_content())
 }
 
-fn admin(hub: &Hub, parts: &Parts) -> Result<Caller, Error> {
-    let c = hub.auth().authenticate(parts, false)?;
+fn admin(parts: &Parts) -> Result<Caller, Error> {
+    let c = super::caller(parts)?;
     if c.is_admin() {
         Ok(c)
     } else {

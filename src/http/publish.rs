@@ -22,7 +22,7 @@ pub(super) async fn json(
     body: ReqBody,
     peer: SocketAddr,
 ) -> Result<Resp, Error> {
-    let caller = publisher(hub, &parts)?;
+    let caller = publisher(&parts)?;
     require_json(&parts)?;
     let bytes = read_body(hub, body, &parts).await?;
     let (events, batch) = message::parse_publish(&bytes, hub.publish_limits())?;
@@ -42,7 +42,7 @@ pub(super) async fn raw(
     peer: SocketAddr,
     topic: String,
 ) -> Result<Resp, Error> {
-    let caller = publisher(hub, &parts)?;
+    let caller = publisher(&parts)?;
     let bytes = read_body(hub, body, &parts).await?;
     let ev = message::parse_raw(&topic, &query(&parts), &bytes, hub.publish_limits())?;
     Ok(single(&hub.publish(&caller, vec![ev], peer).await?))
@@ -55,7 +55,7 @@ pub(super) async fn notify(
     body: ReqBody,
     peer: SocketAddr,
 ) -> Result<Resp, Error> {
-    let caller = publisher(hub, &parts)?;
+    let caller = publisher(&parts)?;
     require_json(&parts)?;
     let bytes = read_body(hub, body, &parts).await?;
     let ev = message::parse_notify(&bytes, hub.publish_limits())?;
@@ -63,8 +63,8 @@ pub(super) async fn notify(
 }
 
 /// Publishing needs credentials (unless auth is off): refuse before reading the body.
-fn publisher(hub: &Hub, parts: &Parts) -> Result<Caller, Error> {
-    let caller = hub.auth().authenticate(parts, false)?;
+fn publisher(parts: &Parts) -> Result<Caller, Error> {
+    let caller = super::caller(parts)?;
     if caller.open || caller.is_authenticated() {
         Ok(caller)
     } else {

@@ -25,7 +25,7 @@ pub(super) async fn change(
         topics: Vec<String>,
         connection_id: Option<String>,
     }
-    let caller = hub.auth().authenticate(&parts, false)?;
+    let caller = super::caller(&parts)?;
     require_json(&parts)?;
     let bytes = read_body(hub, body, &parts).await?;
     let v: Value = serde_json::from_slice(&bytes)
@@ -48,7 +48,7 @@ pub(super) async fn change(
 
 /// `POST /auth/sse-token`: a 30-second, single-use token for `GET /events?token=`.
 pub(super) fn sse_token(hub: &Hub, parts: &Parts) -> Result<Resp, Error> {
-    let caller = hub.auth().authenticate(parts, false)?;
+    let caller = super::caller(parts)?;
     if !caller.is_authenticated() && !caller.open {
         return Err(Error::Unauthorized("credentials are required".into()));
     }
@@ -65,7 +65,7 @@ pub(super) fn sse_token(hub: &Hub, parts: &Parts) -> Result<Resp, Error> {
 /// readable by scripts. It lasts as long as the token. An API key is refused: it never
 /// expires and should not sit in a browser.
 pub(super) fn set_cookie(hub: &Hub, parts: &Parts) -> Result<Resp, Error> {
-    let caller = hub.auth().authenticate(parts, false)?;
+    let caller = super::caller(parts)?;
     let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
     let jwt = match caller.via {
         Via::Bearer if caller.key.is_none() => header(AUTHORIZATION.as_str())

@@ -24,7 +24,7 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 
 use crate::broker::{Broker, Subscriber};
-use crate::event::Format;
+use crate::event::{Ending, Format};
 use crate::store::SharedLog;
 
 use replay::Replay;
@@ -68,6 +68,12 @@ pub(crate) struct Subscription {
     /// The first write: the format's opening, `connected`, and a `reset` if one is due.
     opening: Option<Bytes>,
     replay: Option<Box<Replay>>,
+    /// For the log line when it ends: what it receives, since when, events sent.
+    topics: Box<str>,
+    opened: std::time::Instant,
+    sent: u64,
+    /// The replay failed: the stream ended for that.
+    failed: bool,
 }
 
 impl Subscription {
@@ -77,25 +83,41 @@ impl Subscription {
             return Poll::Ready(Some(first));
         }
         if let Some(replay) = &mut self.replay {
-            match replay.poll_next(cx, self.format, self.broker.counters()) {
+            match replay.poll_next(cx, self.format, self.broker.counters(), &mut self.sent) {
                 Poll::Ready(Ok(Some(chunk))) => return Poll::Ready(Some(chunk)),
                 Poll::Ready(Ok(None)) => self.replay = None,
                 Poll::Ready(Err(e)) => {
                     // The client reconnects with its last id and tries again.
                     tracing::warn!(conn = %self.sub.id, error = %e, "replay failed; ending stream");
                     self.replay = None;
+                    self.failed = true;
                     self.sub.close(None, true);
                 }
                 Poll::Pending => return Poll::Pending,
             }
         }
-        self.sub.poll_next(cx, self.broker.now_ms(), self.format)
+        let now = self.broker.now_ms();
+        self.sub.poll_next(cx, now, self.format, &mut self.sent)
     }
 }
 
 impl Drop for Subscription {
     fn drop(&mut self) {
         self.broker.unregister(&self.sub);
-        tracing::debug!(conn = %self.sub.id, "stream closed");
+        let why = match self.sub.ended() {
+            Some(Ending::Closed(r)) => r.as_str(),
+            Some(Ending::Shutdown) => "shutdown",
+            None if self.failed => "replay_failed",
+            None => "client_left",
+        };
+        tracing::info!(
+            conn = %self.sub.id,
+            user = self.sub.user.as_deref().unwrap_or("-"),
+            topics = %self.topics,
+            secs = self.opened.elapsed().as_secs(),
+            events = self.sent,
+            why,
+            "stream closed"
+        );
     }
 }

@@ -86,14 +86,25 @@ impl Streams {
                 last_id.clone().filter(|_| reset.is_none() && after > 0),
             ))
         });
-        tracing::debug!(conn = %reg.sub.id, user = ?caller.user, topics = ?reg.topics,
-            last_event_id = ?last_id, reset = ?reset, "stream opened");
+        let topics = reg.topics.join(",");
+        tracing::info!(
+            conn = %reg.sub.id,
+            user = caller.user.as_deref().unwrap_or("-"),
+            topics,
+            last_event_id = last_id.as_deref().unwrap_or("-"),
+            reset = reset.map_or("-", |r| r.as_str()),
+            "stream opened"
+        );
         Ok(Subscription {
             broker: self.broker.clone(),
             sub: reg.sub,
             format: req.format,
             opening: Some(Bytes::from(opening)),
             replay,
+            topics: topics.into(),
+            opened: std::time::Instant::now(),
+            sent: 0,
+            failed: false,
         })
     }
 }

@@ -65,6 +65,7 @@ impl Replay {
         cx: &mut Context<'_>,
         format: Format,
         counters: &Counters,
+        sent: &mut u64,
     ) -> Poll<Result<Option<Bytes>, String>> {
         loop {
             if self.finished {
@@ -100,6 +101,7 @@ impl Replay {
                 counters
                     .replayed
                     .fetch_add(chunk.events.len() as u64, Ordering::Relaxed);
+                *sent += chunk.events.len() as u64;
                 return Poll::Ready(Ok(Some(join(&chunk, format))));
             }
         }

@@ -11,6 +11,7 @@ mod history;
 mod layout;
 mod lifecycle;
 mod limits;
+mod logs;
 mod ops;
 mod publish;
 mod reliability;

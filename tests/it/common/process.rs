@@ -49,7 +49,11 @@ impl Proc {
                     .or_else(|| line.split("listening on https://").nth(1))
                     && let Some(tx) = tx.take()
                 {
-                    let addr = rest.split_whitespace().next().unwrap().to_string();
+                    // The address ends at a space (text logs) or a quote (JSON logs).
+                    let addr: String = rest
+                        .chars()
+                        .take_while(|c| c.is_ascii_alphanumeric() || ".:[]".contains(*c))
+                        .collect();
                     let _ = tx.send(addr);
                 }
             }
