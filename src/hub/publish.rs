@@ -72,6 +72,10 @@ impl Hub {
         if !replayed {
             match self.inner.publisher.publish(fresh, source_of(from)).await {
                 Ok(published) => {
+                    for p in &published {
+                        tracing::debug!(id = %p.id, topics = ?p.topics, delivered = p.delivered,
+                            "published");
+                    }
                     for (i, p) in fresh_at.into_iter().zip(published) {
                         answers[i] = Some(p);
                     }
