@@ -37,6 +37,7 @@ use tokio::runtime::Handle;
 
 use super::head::{Head, header_limit, read_head, response_head};
 use super::io::{Rewind, WriteTimeout};
+use crate::error::Error;
 use crate::http::{self as api, Body, ReqBody};
 use crate::hub::Hub;
 use crate::shutdown::Shutdown;
@@ -99,6 +100,10 @@ async fn first_request<S: AsyncRead + AsyncWrite + Unpin>(
 ) -> First<S> {
     match read_head(hub, &mut io, shutdown).await {
         Head::Closed => First::Done,
+        Head::Refused(e) => {
+            refuse(hub, &mut io, peer, &e).await;
+            First::Done
+        }
         Head::Other(pre) => First::Hyper { io, pre },
         Head::Stream {
             req,
@@ -131,6 +136,37 @@ async fn first_request<S: AsyncRead + AsyncWrite + Unpin>(
             }
         }
     }
+}
+
+/// Answers a request head that could not be read with its JSON error, and closes: what
+/// follows on the connection cannot be trusted to start a request.
+async fn refuse<S: AsyncWrite + Unpin>(hub: &Hub, io: &mut S, peer: SocketAddr, e: &Error) {
+    let request_id = hub.next_request_id();
+    let mut resp = api::error_response(e);
+    if let Ok(v) = http::HeaderValue::from_str(&request_id) {
+        resp.headers_mut().insert("x-request-id", v);
+    }
+    let (parts, body) = resp.into_parts();
+    let body = match body {
+        Body::Full(b) => b.unwrap_or_default(),
+        Body::Stream(_) => Bytes::new(),
+    };
+    let head = response_head(parts.status, &parts.headers, Some(body.len()), true);
+    let _ = io.write_all(&head).await;
+    let _ = io.write_all(&body).await;
+    let _ = io.shutdown().await;
+    tracing::info!(
+        target: "access",
+        method = "-",
+        path = "-",
+        status = parts.status.as_u16(),
+        bytes = body.len(),
+        user = "-",
+        %peer,
+        request_id,
+        error = %e,
+        "request refused"
+    );
 }
 
 /// Writes a stream's response head, then its frames until it ends or the client goes away.

@@ -6,7 +6,8 @@ use http::header::{CONNECTION, CONTENT_LENGTH, HeaderName, HeaderValue, TRANSFER
 use http::{Method, Request, StatusCode, Uri, Version};
 use tokio::io::{AsyncRead, AsyncReadExt};
 
-use crate::config::LimitsConfig;
+use crate::config::{ByteSize, LimitsConfig};
+use crate::error::Error;
 use crate::http::{Req, ReqBody};
 use crate::hub::Hub;
 use crate::shutdown::Shutdown;
@@ -24,6 +25,9 @@ pub(super) fn header_limit(limits: &LimitsConfig) -> usize {
 pub(super) enum Head {
     /// The client went away, sent nothing in time, or the hub is stopping.
     Closed,
+    /// The head is unusable (too large, malformed, too slow): answer with this error and
+    /// close.
+    Refused(Error),
     /// Not an event stream (or not parsed here): hyper's, with these bytes first.
     Other(Bytes),
     /// `GET /events…`; `rest` is what followed the head.
@@ -41,22 +45,31 @@ pub(super) async fn read_head<S: AsyncRead + Unpin>(
 ) -> Head {
     let limits = &hub.config().limits;
     let max = header_limit(limits);
+    // Whether any of a head arrived, for the timeout's answer.
+    let started = std::sync::atomic::AtomicBool::new(false);
     let read = async {
         let mut buf: Vec<u8> = Vec::with_capacity(FIRST_READ.min(max));
         loop {
             if buf.len() == buf.capacity() {
                 if buf.len() >= max {
-                    // hyper answers 431.
-                    return Head::Other(Bytes::from(buf));
+                    return Head::Refused(Error::HeadersTooLarge(format!(
+                        "the request head is larger than limits.max_header_bytes ({})",
+                        ByteSize(limits.max_header_bytes.0)
+                    )));
                 }
                 buf.reserve((buf.len() * 2).min(max) - buf.len());
             }
             match io.read_buf(&mut buf).await {
                 Ok(0) | Err(_) => return Head::Closed,
-                Ok(_) => {}
+                Ok(_) => started.store(true, std::sync::atomic::Ordering::Relaxed),
             }
             match parse_head(&buf) {
                 Parsed::Partial => {}
+                Parsed::Malformed(why) => {
+                    return Head::Refused(Error::BadRequest(format!(
+                        "the request head is not HTTP/1: {why}"
+                    )));
+                }
                 Parsed::Other => return Head::Other(Bytes::from(buf)),
                 Parsed::Stream {
                     req,
@@ -73,16 +86,25 @@ pub(super) async fn read_head<S: AsyncRead + Unpin>(
             }
         }
     };
+    let timeout = limits.request_timeout;
     tokio::select! {
         _ = shutdown.wait() => Head::Closed,
-        // Like hyper's header timeout: a head that does not arrive in time closes the
-        // connection without an answer.
-        r = tokio::time::timeout(limits.request_timeout.0, read) => r.unwrap_or(Head::Closed),
+        r = tokio::time::timeout(timeout.0, read) => match r {
+            Ok(head) => head,
+            // A connection that never sent anything is closed quietly (browsers open some
+            // ahead of need); a head that started but did not finish in time gets a 408.
+            Err(_) if started.load(std::sync::atomic::Ordering::Relaxed) => Head::Refused(Error::RequestTimeout(format!(
+                "the request head did not arrive within limits.request_timeout ({timeout})"
+            ))),
+            Err(_) => Head::Closed,
+        },
     }
 }
 
 enum Parsed {
     Partial,
+    /// Not an HTTP request head.
+    Malformed(httparse::Error),
     Other,
     Stream {
         req: Box<Req>,
@@ -99,7 +121,9 @@ fn parse_head(buf: &[u8]) -> Parsed {
     let len = match r.parse(buf) {
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) => return Parsed::Partial,
-        Err(_) => return Parsed::Other,
+        // More header lines than parsed here: hyper takes up to 100.
+        Err(httparse::Error::TooManyHeaders) => return Parsed::Other,
+        Err(e) => return Parsed::Malformed(e),
     };
     let (Some("GET"), Some(path), Some(1)) = (r.method, r.path, r.version) else {
         return Parsed::Other;

@@ -252,3 +252,37 @@ async fn garbage_never_stops_the_hub() {
         .await;
     assert_eq!(p["topics"], json!(["still"]));
 }
+
+/// Answers decided while the request head is read are JSON with a request id too: a head
+/// over `limits.max_header_bytes` (431), one that is not HTTP (400), one that stops halfway
+/// (408, once `limits.request_timeout` has passed). A connection that sends nothing is
+/// closed without an answer.
+#[tokio::test]
+async fn errors_while_the_head_is_read_are_json() {
+    let hub = TestHub::start_with(|c| {
+        c.limits.request_timeout = runnel::config::Dur(std::time::Duration::from_millis(300));
+    })
+    .await;
+    let answer = async |raw: &[u8]| {
+        let out = raw_request_within(hub.addr, raw, std::time::Duration::from_secs(3)).await;
+        parse_response(&out).unwrap_or_else(|| panic!("no answer: {out:?}"))
+    };
+    let big = format!(
+        "GET /health HTTP/1.1\r\nhost: x\r\nx-big: {}\r\n\r\n",
+        "a".repeat(20_000)
+    );
+    let r = answer(big.as_bytes()).await;
+    r.assert_error(431, "headers_too_large");
+    assert!(r.text().contains("limits.max_header_bytes"), "{}", r.text());
+    let r = answer(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03 hello\r\n\r\n").await;
+    r.assert_error(400, "bad_request");
+    let r = answer(b"GET /health HTTP/1.1\r\nhost: x\r\nbad header line\r\n\r\n").await;
+    r.assert_error(400, "bad_request");
+    let r = answer(b"GET /health HTTP/1.1\r\nhost: x\r\n").await;
+    r.assert_error(408, "request_timeout");
+    assert_eq!(r.header("connection"), Some("close"));
+    let out = raw_request_within(hub.addr, b"", std::time::Duration::from_secs(2)).await;
+    assert!(out.is_empty(), "{}", String::from_utf8_lossy(&out));
+    // The hub keeps serving.
+    assert_eq!(hub.get("/health").await.status, 200);
+}
