@@ -210,11 +210,6 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         }
         None => tracing::info!(env = ?loaded.env_keys, "no configuration file; using defaults"),
     }
-    if let Some(s) = &config.auth.jwt_secret
-        && s.expose().len() < 32
-    {
-        tracing::warn!("auth.jwt_secret is shorter than 32 bytes; use a long random secret");
-    }
     raise_fd_limit(config.limits.max_connections);
     let running = std::sync::Mutex::new(config.clone());
     let reload = move || reload(&args, &running, &log);

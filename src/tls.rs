@@ -19,11 +19,12 @@ use crate::config::TlsConfig;
 /// Why a certificate or key could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
-    #[error("tls.{what} = {path:?}: cannot read it: {source}")]
+    // Not `source`: the reason is in the message, and an error chain would repeat it.
+    #[error("tls.{what} = {path:?}: cannot read it: {reason}")]
     Read {
         what: &'static str,
         path: PathBuf,
-        source: std::io::Error,
+        reason: std::io::Error,
     },
     #[error("tls.cert = {0:?}: no PEM certificate in it (expected -----BEGIN CERTIFICATE-----)")]
     NoCertificate(PathBuf),
@@ -75,10 +76,10 @@ impl Tls {
 }
 
 fn read(what: &'static str, path: &Path) -> Result<Vec<u8>, TlsError> {
-    std::fs::read(path).map_err(|source| TlsError::Read {
+    std::fs::read(path).map_err(|reason| TlsError::Read {
         what,
         path: path.to_path_buf(),
-        source,
+        reason,
     })
 }
 

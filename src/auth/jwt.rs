@@ -210,6 +210,11 @@ pub fn mint(config: &Config, req: &TokenRequest) -> Result<String, String> {
                 .into(),
         );
     };
+    if req.ttl.is_zero() {
+        return Err(
+            "--ttl must be more than 0s: a token that has already expired is of no use".into(),
+        );
+    }
     topic::validate_topic(&topic::personal_topic(&req.sub))
         .map_err(|e| format!("--sub {:?} cannot name a user: {e}", req.sub))?;
     for p in req.subscribe.iter().chain(&req.publish) {

@@ -59,7 +59,12 @@ pub fn load(explicit: Option<&Path>) -> Result<Loaded, ConfigError> {
         .as_ref()
         .map(|p| p.display().to_string())
         .unwrap_or_else(|| "defaults".into());
-    let base = file.as_deref().and_then(Path::parent);
+    // Relative paths in the file are its directory's (absolute, so that `runnel check`
+    // shows where they point).
+    let dir = file
+        .as_deref()
+        .map(|f| std::fs::canonicalize(f).unwrap_or_else(|_| f.to_path_buf()));
+    let base = dir.as_deref().and_then(Path::parent);
     let (config, env_keys) = parse_with_env_in(&text, &origin, base, &env)?;
     Ok(Loaded {
         config,
@@ -85,11 +90,14 @@ pub fn parse_with_env_in(
     base: Option<&Path>,
     env: &[(String, String)],
 ) -> Result<(Config, Vec<String>), ConfigError> {
-    let main: toml::Table =
+    let mut main: toml::Table =
         toml::from_str(text).map_err(|e| ConfigError(format!("{origin}: {e}")))?;
     // Check the file alone first, so its errors point at the file.
     let alone =
         Config::deserialize(main.clone()).map_err(|e| ConfigError(format!("{origin}: {e}")))?;
+    if let Some(base) = base {
+        anchor(&mut main, base);
+    }
     let mut table = includes(&alone.include, origin, base)?;
     merge(&mut table, main);
     let applied = apply_env(&mut table, env)?;
@@ -113,9 +121,12 @@ fn includes(
         let shown = path.display().to_string();
         let text = std::fs::read_to_string(&path)
             .map_err(|e| ConfigError(format!("{origin}: include {shown}: {e}")))?;
-        let t: toml::Table =
+        let mut t: toml::Table =
             toml::from_str(&text).map_err(|e| ConfigError(format!("{shown}: {e}")))?;
         let c = Config::deserialize(t.clone()).map_err(|e| ConfigError(format!("{shown}: {e}")))?;
+        if let Some(dir) = path.parent() {
+            anchor(&mut t, dir);
+        }
         if !c.include.is_empty() {
             return err(format!("{shown}: an included file cannot include others"));
         }
@@ -160,6 +171,33 @@ fn apply_env(
         applied.push(name.clone());
     }
     Ok(applied)
+}
+
+/// The keys that name files or directories.
+const PATH_KEYS: &[(Option<&str>, &str)] = &[
+    (None, "data_dir"),
+    (Some("tls"), "cert"),
+    (Some("tls"), "key"),
+    (Some("auth"), "jwt_public_key_file"),
+];
+
+/// Makes the relative paths a file names relative to that file's directory (SPEC §3), so a
+/// hub started from anywhere finds them.
+fn anchor(table: &mut toml::Table, dir: &Path) {
+    for (section, key) in PATH_KEYS {
+        let holder = match section {
+            Some(s) => match table.get_mut(*s) {
+                Some(toml::Value::Table(t)) => t,
+                _ => continue,
+            },
+            None => &mut *table,
+        };
+        if let Some(toml::Value::String(p)) = holder.get_mut(*key)
+            && Path::new(p.as_str()).is_relative()
+        {
+            *p = dir.join(p.as_str()).display().to_string();
+        }
+    }
 }
 
 /// Sets `key` at the top level or in `[section]`.
@@ -245,6 +283,33 @@ mod tests {
     }
 
     #[test]
+    fn relative_paths_are_the_files_own() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("inc")).unwrap();
+        std::fs::write(
+            dir.path().join("inc/tls.toml"),
+            "[tls]\ncert = \"a.crt\"\nkey = \"/abs/a.key\"\n",
+        )
+        .unwrap();
+        let main = "include = [\"inc/tls.toml\"]\ndata_dir = \"data\"\n";
+        let env = env(&[("RUNNEL_AUTH_JWT_PUBLIC_KEY_FILE", "rel.pem")]);
+        let (c, _) = parse_with_env_in(main, "main", Some(dir.path()), &env).unwrap();
+        assert_eq!(c.data_dir, dir.path().join("data"));
+        let tls = c.tls.unwrap();
+        assert_eq!(
+            tls.cert,
+            dir.path().join("inc/a.crt"),
+            "an include's are its own"
+        );
+        assert_eq!(tls.key, PathBuf::from("/abs/a.key"));
+        assert_eq!(
+            c.auth.jwt_public_key_file,
+            Some(PathBuf::from("rel.pem")),
+            "the environment's stay the working directory's"
+        );
+    }
+
+    #[test]
     fn tls_from_the_environment_needs_both_files() {
         let (c, _) = parse_with_env(
             "",
@@ -264,7 +329,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(
             dir.path().join("secrets.toml"),
-            "[auth]\njwt_secret = \"from-include\"\n[[auth.api_keys]]\nname = \"admin\"\n\
+            "[auth]\njwt_secret = \"from-include-from-include-from-include\"\n[[auth.api_keys]]\nname = \"admin\"\n\
              key_sha256 = \"2c26b46b68ffc68ff99b453c1d30413413422d706483bfa0f98a5e886266e7ae\"\n\
              admin = true\n[limits]\nstream_queue = 5\n",
         )
@@ -274,7 +339,10 @@ mod tests {
                     key_sha256 = \"fcde2b2edba56bf408601fb721fe9b5c338d10ee429ea04fae5511b68fbf8fb9\"\n";
         let (c, _) = parse_with_env_in(main, "main", Some(dir.path()), &[]).unwrap();
         c.validate().unwrap();
-        assert_eq!(c.auth.jwt_secret.as_ref().unwrap().expose(), "from-include");
+        assert_eq!(
+            c.auth.jwt_secret.as_ref().unwrap().expose(),
+            "from-include-from-include-from-include"
+        );
         assert_eq!(c.limits.stream_queue, 7, "the main file wins");
         let names: Vec<_> = c.auth.api_keys.iter().map(|k| k.name.as_str()).collect();
         assert_eq!(names, ["admin", "backend"]);

@@ -351,7 +351,9 @@ mod tests {
 
     #[test]
     fn secrets_are_masked() {
-        let c = Config::from_toml("[auth]\njwt_secret = \"hunter2hunter2\"\n").unwrap();
+        let c =
+            Config::from_toml("[auth]\njwt_secret = \"hunter2hunter2-hunter2hunter2-hunter2\"\n")
+                .unwrap();
         assert!(!c.to_toml().contains("hunter2"));
         assert!(c.to_toml().contains("***"));
         assert!(!format!("{c:?}").contains("hunter2"));

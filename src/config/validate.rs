@@ -118,10 +118,8 @@ impl Config {
         if a.jwt_secret.is_some() && a.jwt_public_key_file.is_some() {
             return err("auth.jwt_secret and auth.jwt_public_key_file exclude each other");
         }
-        if let Some(s) = &a.jwt_secret
-            && s.expose().is_empty()
-        {
-            return err("auth.jwt_secret is empty");
+        if let Some(s) = &a.jwt_secret {
+            check_secret(s.expose())?;
         }
         if let Some(alg) = &a.jwt_algorithm {
             let ok = match alg.as_str() {
@@ -189,6 +187,46 @@ impl Config {
     }
 }
 
+/// The shortest `auth.jwt_secret` accepted: HS256 is only as strong as its key.
+const MIN_SECRET: usize = 32;
+
+/// A command that prints a good secret, for the error messages.
+const MAKE_SECRET: &str = "head -c 32 /dev/urandom | base64";
+
+/// Refuses a secret that is too short or a placeholder copied from the docs.
+fn check_secret(s: &str) -> Result<(), ConfigError> {
+    let lower = s.to_ascii_lowercase();
+    const PLACEHOLDERS: &[&str] = &[
+        "replace-me",
+        "replace_me",
+        "replaceme",
+        "change-me",
+        "change_me",
+        "changeme",
+        "placeholder",
+        "example",
+        "your-secret",
+        "your_secret",
+        "xxxxxxxx",
+        "...",
+    ];
+    let distinct: std::collections::HashSet<char> = s.chars().collect();
+    if PLACEHOLDERS.iter().any(|p| lower.contains(p)) || (!s.is_empty() && distinct.len() <= 4) {
+        return err(format!(
+            "auth.jwt_secret looks like a placeholder, not a secret: anyone who reads the docs \
+             could mint tokens. Set a long random one, e.g. the output of `{MAKE_SECRET}`"
+        ));
+    }
+    if s.len() < MIN_SECRET {
+        return err(format!(
+            "auth.jwt_secret is {} bytes; use at least {MIN_SECRET} random bytes, e.g. the \
+             output of `{MAKE_SECRET}`",
+            s.len()
+        ));
+    }
+    Ok(())
+}
+
 fn validate_origin(o: &str) -> Result<(), ConfigError> {
     let rest = o
         .strip_prefix("https://")
@@ -224,6 +262,26 @@ mod tests {
         assert!(Config::from_toml("listen = \"0.0.0.0:8080\"\n[auth]\nrequired = false\n").is_ok());
         assert!(Config::from_toml("listen = \"[::1]:8080\"\n").is_ok());
         assert!(Config::from_toml("listen = \"localhost:8080\"\n").is_ok());
+    }
+
+    #[test]
+    fn weak_secrets_are_refused_with_a_way_out() {
+        let with = |s: &str| Config::from_toml(&format!("[auth]\njwt_secret = \"{s}\"\n"));
+        for bad in [
+            "",
+            "abc",
+            "short-but-random-9f3k",
+            "replace-me-with-32-or-more-random-bytes",
+            "CHANGEME-CHANGEME-CHANGEME-CHANGEME",
+            "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+        ] {
+            let e = with(bad).unwrap_err().to_string();
+            assert!(
+                e.contains("auth.jwt_secret") && e.contains(MAKE_SECRET),
+                "{bad:?}: {e}"
+            );
+        }
+        assert!(with("Zm9vYmFyYmF6cXV4MTIzNDU2Nzg5MGFiY2RlZmdo").is_ok());
     }
 
     #[test]

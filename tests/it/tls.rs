@@ -624,3 +624,75 @@ async fn runnel_health_exits_by_the_hubs_health() {
     assert_eq!(code, Some(1));
     assert!(err.contains("cannot connect"), "{err}");
 }
+
+/// Paths in a configuration file are its own directory's: the snippet `runnel cert` prints
+/// works from wherever the hub starts. A file that cannot be read is named once, with its
+/// full path and the reason once.
+#[tokio::test]
+async fn paths_in_a_config_file_are_relative_to_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |args: &[&str], cwd: &std::path::Path| {
+        let out = std::process::Command::new(bin())
+            .args(args)
+            .current_dir(cwd)
+            .env_remove("RUNNEL_CONFIG")
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).to_string()
+                + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+    let (ok, out) = run(
+        &["cert", "--self-signed", "--hosts", "localhost"],
+        dir.path(),
+    );
+    assert!(ok, "{out}");
+    let conf = dir.path().join("runnel.toml");
+    std::fs::write(
+        &conf,
+        "[tls]\ncert = \"runnel.crt\"\nkey = \"runnel.key\"\n",
+    )
+    .unwrap();
+    let elsewhere = tempfile::tempdir().unwrap();
+    let (ok, out) = run(&["check", "-c", conf.to_str().unwrap()], elsewhere.path());
+    assert!(ok, "{out}");
+    assert!(
+        out.contains(&dir.path().join("runnel.crt").display().to_string()),
+        "{out}"
+    );
+    std::fs::write(&conf, "[tls]\ncert = \"gone.crt\"\nkey = \"runnel.key\"\n").unwrap();
+    let (ok, out) = run(&["check", "-c", conf.to_str().unwrap()], elsewhere.path());
+    assert!(!ok);
+    assert!(
+        out.contains(&dir.path().join("gone.crt").display().to_string()),
+        "{out}"
+    );
+    assert_eq!(out.matches("os error 2").count(), 1, "{out}");
+}
+
+/// `runnel token --ttl 0s` would print a token that has already expired: refused.
+#[test]
+fn a_token_that_never_lives_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("runnel.toml");
+    std::fs::write(&conf, format!("[auth]\njwt_secret = \"{SECRET}\"\n")).unwrap();
+    let out = std::process::Command::new(bin())
+        .args([
+            "token",
+            "--sub",
+            "al",
+            "--ttl",
+            "0s",
+            "-c",
+            conf.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--ttl"),
+        "{out:?}"
+    );
+}
