@@ -161,8 +161,12 @@ struct SubArgs {
     #[arg(long, value_name = "ID")]
     last_event_id: Option<String>,
     /// Print only each event's data instead of one JSON object per line.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "raw")]
     data_only: bool,
+    /// Keep each event's data as text in the JSON lines (`{"id", "event", "data"}`), as
+    /// runnel 0.1.0 printed them, instead of the JSON value it holds.
+    #[arg(long)]
+    raw: bool,
     #[command(flatten)]
     remote: Remote,
 }
@@ -418,12 +422,9 @@ async fn publish(args: PubArgs) -> anyhow::Result<()> {
             if std::io::stdin().is_terminal() {
                 anyhow::bail!("give the data as an argument or on standard input");
             }
+            // The hub takes a trailing line break off a raw body, as `echo` adds one.
             let mut buf = Vec::new();
             std::io::stdin().read_to_end(&mut buf)?;
-            // A trailing newline from `echo` is not part of the data.
-            if buf.last() == Some(&b'\n') {
-                buf.pop();
-            }
             buf
         }
     };
@@ -448,10 +449,10 @@ async fn health(args: HealthArgs) -> anyhow::Result<()> {
 
 async fn subscribe(args: SubArgs) -> anyhow::Result<()> {
     let ep = Endpoint::parse(&args.remote.url, args.remote.ca.as_deref())?;
-    let output = if args.data_only {
-        Output::Data
-    } else {
-        Output::Json
+    let output = match (args.data_only, args.raw) {
+        (true, _) => Output::Data,
+        (false, true) => Output::Raw,
+        (false, false) => Output::Json,
     };
     client::subscribe(
         &ep,

@@ -223,8 +223,11 @@ pub async fn publish(
 /// How `runnel sub` prints events.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Output {
-    /// One JSON object per line: `{"id", "event", "data"}`.
+    /// One JSON object per line: `{"id", "event", "topics", "data"}`, the data as the JSON
+    /// value it holds (text that is no JSON stays a string).
     Json,
+    /// One JSON object per line, `{"id", "event", "data"}`, the data as text.
+    Raw,
     /// The data only, one event per line.
     Data,
 }
@@ -330,6 +333,14 @@ fn print_event(ev: &ParsedEvent, output: Output) -> std::io::Result<()> {
     let mut out = std::io::stdout().lock();
     match output {
         Output::Json => {
+            let data = serde_json::from_str::<serde_json::Value>(&ev.data)
+                .unwrap_or_else(|_| serde_json::Value::String(ev.data.clone()));
+            let v = serde_json::json!({
+                "id": ev.id, "event": ev.event, "topics": ev.topics, "data": data
+            });
+            writeln!(out, "{v}")?;
+        }
+        Output::Raw => {
             let v = serde_json::json!({"id": ev.id, "event": ev.event, "data": ev.data});
             writeln!(out, "{v}")?;
         }

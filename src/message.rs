@@ -128,6 +128,12 @@ pub fn parse_raw(
     })?;
     let data = std::str::from_utf8(body)
         .map_err(|e| Error::BadRequest(format!("the body is not UTF-8 text: {e}")))?;
+    // One line break at the end is the line's end, not data: `echo hi | curl --data-binary
+    // @-` and `runnel pub` publish the same `hi`.
+    let data = data
+        .strip_suffix("\r\n")
+        .or_else(|| data.strip_suffix('\n'))
+        .unwrap_or(data);
     let (mut event, mut retry, mut persist, mut key) = (None, None, None, None);
     for (k, v) in query {
         match k.as_str() {
@@ -495,6 +501,10 @@ mod tests {
         let q = vec![("event".to_string(), "ping".to_string())];
         let e = parse_raw("a", &q, b"hello\nworld", L).unwrap();
         assert_eq!(e.data, "hello\nworld");
+        assert_eq!(parse_raw("a", &[], b"hi\n", L).unwrap().data, "hi");
+        assert_eq!(parse_raw("a", &[], b"hi\r\n", L).unwrap().data, "hi");
+        assert_eq!(parse_raw("a", &[], b"hi\n\n", L).unwrap().data, "hi\n");
+        assert_eq!(parse_raw("a", &[], b"\n", L).unwrap().data, "");
         assert_eq!(e.event.as_deref(), Some("ping"));
         assert!(parse_raw("a", &[], &[0xff, 0xfe], L).is_err());
         let q = vec![("evnt".to_string(), "x".to_string())];

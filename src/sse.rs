@@ -95,6 +95,8 @@ pub struct ParsedEvent {
     pub event: Option<String>,
     pub data: String,
     pub retry: Option<u64>,
+    /// runnel's `topic:` fields (other servers send none).
+    pub topics: Vec<String>,
 }
 
 /// An incremental SSE parser (the reading side of the format, for `runnel sub`).
@@ -148,6 +150,7 @@ impl Parser {
                 "event" => self.cur.event = Some(value.to_string()),
                 "id" => self.cur.id = Some(value.to_string()),
                 "retry" => self.cur.retry = value.parse().ok(),
+                "topic" => self.cur.topics.push(value.to_string()),
                 _ => {}
             }
         }
@@ -201,7 +204,8 @@ mod tests {
                 id: Some("42".into()),
                 event: Some("t".into()),
                 data: "one\ntwo".into(),
-                retry: None
+                retry: None,
+                topics: vec!["t".into()],
             }]
         );
         let got = p.feed(b"retry: 10\r\n\r\ndata:x\r\rdata: y\n\n");

@@ -345,3 +345,46 @@ async fn cli_pub_and_sub_resume_across_a_restart() {
     let _ = sub.wait();
     drop(p2);
 }
+
+/// `runnel sub` prints one JSON object per event with its topics and its data as the JSON
+/// value it holds, so `jq` needs one pass; `--raw` keeps the data as text.
+#[tokio::test]
+async fn cli_sub_prints_data_as_json_values() {
+    let hub = TestHub::start().await;
+    hub.publish(serde_json::json!({"topics": ["x", "y"], "event": "e", "data": {"n": 1}}))
+        .await;
+    hub.publish(serde_json::json!({"topic": "x", "data": "plain text"}))
+        .await;
+    let url = format!("http://{}", hub.addr);
+    let first_lines = |extra: &'static str| {
+        let url = url.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut args = vec!["sub", "x", "--last-event-id", "earliest", "--url", &url];
+            if !extra.is_empty() {
+                args.push(extra);
+            }
+            let mut child = Command::new(bin())
+                .args(&args)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap();
+            let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+            let got: Vec<String> = (0..2).map(|_| lines.next().unwrap().unwrap()).collect();
+            let _ = child.kill();
+            let _ = child.wait();
+            got
+        })
+    };
+    let json = first_lines("").await.unwrap();
+    let v: serde_json::Value = serde_json::from_str(&json[0]).unwrap();
+    assert_eq!(v["data"], serde_json::json!({"n": 1}), "{v}");
+    assert_eq!(v["topics"], serde_json::json!(["x", "y"]));
+    assert_eq!(v["event"], "e");
+    let v: serde_json::Value = serde_json::from_str(&json[1]).unwrap();
+    assert_eq!(v["data"], "plain text");
+    let raw = first_lines("--raw").await.unwrap();
+    let v: serde_json::Value = serde_json::from_str(&raw[0]).unwrap();
+    assert_eq!(v["data"], "{\"n\":1}", "{v}");
+    assert!(v.get("topics").is_none());
+}
