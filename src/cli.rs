@@ -399,10 +399,12 @@ fn cert(args: CertArgs) -> anyhow::Result<()> {
     println!("wrote {} and {}", args.cert.display(), args.key.display());
     println!("for: {}", args.hosts.join(", "));
     println!("SHA-256 fingerprint: {}", made.fingerprint);
+    // Absolute paths: the snippet may be pasted into a config file anywhere.
+    let full = |p: &std::path::Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
     println!(
         "use it with:\n[tls]\ncert = {:?}\nkey = {:?}\ntrust it on phones and desktops: docs/tls.md",
-        args.cert.display().to_string(),
-        args.key.display().to_string()
+        full(&args.cert).display().to_string(),
+        full(&args.key).display().to_string()
     );
     Ok(())
 }

@@ -49,3 +49,76 @@ fn packaged_config_parses_with_generated_secrets() {
     assert_eq!(c.auth.api_keys.len(), 1);
     assert!(c.auth.api_keys[0].admin);
 }
+
+fn shipped(path: &str) -> String {
+    std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(path)).unwrap()
+}
+
+/// Every key the configuration has is in the README's table and in the example file, with
+/// `include`, which `runnel check` does not print.
+#[test]
+fn the_readme_and_the_example_name_every_key() {
+    let readme = shipped("README.md");
+    let example = shipped("docs/runnel.example.toml");
+    // The defaults, with the keys that are unset by default set (unvalidated: some exclude
+    // each other).
+    let unset = "[auth]\nrequired = true\njwt_secret = \"s\"\njwt_public_key_file = \"k.pem\"\n\
+                 jwt_algorithm = \"RS256\"\njwt_audience = \"a\"\njwt_issuer = \"i\"\n\
+                 [tls]\ncert = \"c\"\nkey = \"k\"\n";
+    let all: runnel::config::Config = toml::from_str(unset).unwrap();
+    let all: toml::Table = toml::from_str(&all.to_toml()).unwrap();
+    let mut keys = vec![("".to_string(), "include".to_string())];
+    for (k, v) in &all {
+        match v.as_table() {
+            Some(section) => keys.extend(section.keys().map(|f| (k.clone(), f.clone()))),
+            None => keys.push((String::new(), k.clone())),
+        }
+    }
+    assert!(keys.len() > 40, "{keys:?}");
+    for (section, key) in keys {
+        let dotted = if section.is_empty() {
+            key.clone()
+        } else {
+            format!("{section}.{key}")
+        };
+        assert!(
+            readme.contains(&format!("`{dotted}`")) || readme.contains(&format!("[[{dotted}]]")),
+            "the README's key table lacks {dotted}"
+        );
+        let in_example = example.lines().any(|l| {
+            let l = l.trim_start_matches(['#', ' ']);
+            l.starts_with(&format!("{key} =")) || l.starts_with(&format!("[[{dotted}]]"))
+        });
+        assert!(in_example, "docs/runnel.example.toml lacks {dotted}");
+    }
+}
+
+/// The man page shows every command and every option `--help` lists.
+#[test]
+fn the_man_page_names_every_option() {
+    let man = shipped("packaging/runnel.1");
+    for command in ["serve", "check", "token", "cert", "pub", "sub", "health"] {
+        assert!(
+            man.contains(&format!(".B runnel {command}")) || command == "serve",
+            "{command}"
+        );
+        let out = std::process::Command::new(crate::common::bin())
+            .args([command, "--help"])
+            .output()
+            .unwrap();
+        let help = String::from_utf8(out.stdout).unwrap();
+        let options = help
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '-'))
+            .filter(|w| w.starts_with("--") && w.len() > 2 && *w != "--help");
+        let mut seen = 0;
+        for option in options {
+            seen += 1;
+            let escaped = option.replace('-', "\\-");
+            assert!(
+                man.contains(&escaped),
+                "the man page lacks {command} {option}"
+            );
+        }
+        assert!(seen > 0, "{help}");
+    }
+}

@@ -649,6 +649,12 @@ async fn paths_in_a_config_file_are_relative_to_it() {
         dir.path(),
     );
     assert!(ok, "{out}");
+    // The snippet it prints names the files wherever it is pasted.
+    let full = dir.path().canonicalize().unwrap().join("runnel.crt");
+    assert!(
+        out.contains(&format!("cert = {:?}", full.display().to_string())),
+        "{out}"
+    );
     let conf = dir.path().join("runnel.toml");
     std::fs::write(
         &conf,
