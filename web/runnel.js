@@ -11,8 +11,10 @@
 // - a long-lived token never goes into a URL: it is exchanged for a single-use one
 //   (POST /auth/sse-token) before every (re)connect;
 // - reconnects are its own: after an error it probes the stream URL with a fetch of
-//   HEAD /events, which sees the status EventSource hides. 401/403 is an auth failure (it stops and says so); a
-//   network error or a 5xx is a drop (it retries with backoff). It resumes after the last
+//   HEAD /events, which sees the status EventSource hides, then reads the hub's reason
+//   (the JSON error of a GET) when it refuses. 401/403 is an auth failure (it stops and
+//   says why); a network error, a 429 or a 5xx is a drop (it retries with backoff, and
+//   no sooner than the hub's Retry-After). It resumes after the last
 //   event it saw, so nothing is missed and nothing repeats;
 // - session helpers (POST /subscribe, /unsubscribe) and a publish helper.
 
@@ -22,13 +24,15 @@ const CONTROL = ["connected", "reset", "closed", "shutdown"];
 const LOCAL = ["open", "state", "authfailure", "disconnected"];
 const notStreamType = (t) => CONTROL.includes(t) || LOCAL.includes(t);
 
-/** An error from the hub: `status` is the HTTP status (0 for a network error). */
+/** An error from the hub: `status` is the HTTP status (0 for a network error), `message`
+ *  and `code` the hub's own (its JSON error), `retryAfter` its Retry-After in seconds. */
 export class RunnelError extends Error {
   constructor(message, status = 0, code = "network") {
     super(message);
     this.name = "RunnelError";
     this.status = status;
     this.code = code;
+    this.retryAfter = 0;
   }
   get isAuth() {
     return this.status === 401 || this.status === 403;
@@ -216,25 +220,52 @@ export class Runnel {
   async _dropped() {
     const gen = this._gen;
     this._setState("reconnecting");
-    let status = 0;
+    const err = await this._probe();
+    if (gen === this._gen) this._failed(err);
+  }
+
+  /** Why the stream cannot open: a RunnelError with the hub's status and message. */
+  async _probe() {
+    let cred;
+    const init = (method, signal) => this._fetchInit({
+      method,
+      signal,
+      headers: cred ? { authorization: `Bearer ${cred}` } : {},
+    });
+    let r;
     try {
-      // HEAD /events runs the checks GET would (credentials, topics, permissions) without
-      // opening a stream, and answers with the status EventSource could not show.
-      const cred = await this._credential();
-      const r = await fetch(this._streamUrl({}), this._fetchInit({
-        method: "HEAD",
-        headers: cred ? { authorization: `Bearer ${cred}` } : {},
-      }));
-      status = r.status;
+      cred = await this._credential();
+      // HEAD /events runs the checks GET would (credentials, topics, permissions, limits)
+      // without opening a stream, and answers with the status EventSource could not show.
+      r = await fetch(this._streamUrl({}), init("HEAD"));
     } catch {
-      status = 0;
+      return new RunnelError("network error");
     }
-    if (gen !== this._gen) return;
-    if (status === 401 || status === 403) {
-      this._failed(new RunnelError("the hub refused the credentials", status, "auth"));
-    } else {
-      this._failed(new RunnelError(status ? `HTTP ${status}` : "network error", status));
+    if (r.ok) return new RunnelError(`HTTP ${r.status}`, r.status);
+    // A HEAD answer has no body: ask again with GET for the hub's own reason (the JSON
+    // error). Refused again, it opens nothing; should it open after all, it is aborted.
+    const abort = new AbortController();
+    let message = `HTTP ${r.status}`;
+    let code = "http";
+    let status = r.status;
+    let retryAfter = Number(r.headers.get("retry-after")) || 0;
+    try {
+      const g = await fetch(this._streamUrl({}), init("GET", abort.signal));
+      if (g.ok) {
+        abort.abort();
+        return new RunnelError(`HTTP ${g.status}`, g.status);
+      }
+      status = g.status;
+      retryAfter = Number(g.headers.get("retry-after")) || retryAfter;
+      const err = (await g.json()).error || {};
+      message = err.message || message;
+      code = err.code || code;
+    } catch {
+      /* keep what HEAD said */
     }
+    const e = new RunnelError(message, status, code);
+    e.retryAfter = retryAfter;
+    return e;
   }
 
   _failed(err) {
@@ -245,7 +276,8 @@ export class Runnel {
     }
     this._setState("reconnecting");
     this._emit("disconnected", err);
-    const wait = this._delay * (0.75 + Math.random() / 2);
+    // Backoff with jitter, and no sooner than the hub's Retry-After (429, 503).
+    const wait = Math.max(this._delay * (0.75 + Math.random() / 2), (err.retryAfter || 0) * 1000);
     this._delay = Math.min(this._delay * 2, this.maxRetry);
     this._timer = setTimeout(() => this.connect(), wait);
   }

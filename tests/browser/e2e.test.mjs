@@ -2,12 +2,13 @@
 // playwright-core. Run by `.ci/run` (after `cargo build`), or by hand:
 //   cargo build && (cd tests/browser && npm ci && npm test)
 // HUB_BIN picks the binary (default: target/debug/runnel); CHROMIUM the browser
-// (default: /usr/bin/chromium). SHOTS=dir writes the console screenshots there.
+// (default: /usr/bin/chromium). SHOTS=dir keeps the console screenshots there (docs/ keeps
+// them passed through `pngquant --quality 80-95 --strip`, which makes them a third the size).
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { createHmac, createHash, randomBytes } from "node:crypto";
-import { mkdtempSync, writeFileSync, rmSync } from "node:fs";
+import { mkdtempSync, readFileSync, writeFileSync, rmSync } from "node:fs";
 import { execFileSync } from "node:child_process";
 import { createServer } from "node:http";
 import { tmpdir } from "node:os";
@@ -103,15 +104,25 @@ async function killHub(signal = "SIGKILL") {
   await exited;
 }
 
-/** POST /publish as the admin key; returns the answer. */
-async function publish(msg) {
-  const r = await fetch(`${HUB()}/publish`, {
+/** POST /publish (or /notify) as the admin key; returns the answer. */
+async function publish(msg, path = "/publish") {
+  const r = await fetch(`${HUB()}${path}`, {
     method: "POST",
     headers: { "content-type": "application/json", "x-api-key": ADMIN_KEY },
     body: JSON.stringify(msg),
   });
   assert.equal(r.status, 200, await r.clone().text());
   return r.json();
+}
+
+const notify = (msg) => publish(msg, "/notify");
+
+/** Opens the console and connects it with a credential to the topics. */
+async function consoleFor(page, credential, topics, extra = "") {
+  await page.goto(`${HUB()}/${extra}`);
+  await page.fill("#cred", credential);
+  await page.fill("#topics", topics);
+  await page.click("#connect");
 }
 
 // ------------------------------------------------------------------------------------------
@@ -202,7 +213,9 @@ test("the console connects, shows a published event, and an admin sees the hub",
   await row.waitFor();
   const cells = await row.locator("td").allTextContents();
   assert.equal(cells[3], "news", `topic column: ${cells}`);
-  assert.equal(cells[4], '{"hello":"browser"}');
+  // JSON data: a one-line preview, pretty-printed when unfolded.
+  assert.equal(await row.locator("td.data .preview").textContent(), '{"hello":"browser"}');
+  assert.equal(await row.locator("td.data pre").textContent(), '{\n  "hello": "browser"\n}');
   const published = await page.textContent("#result");
   assert.ok(published.includes(cells[1]), `${published} names the id ${cells[1]}`);
   // Admin: charts and the connection list come from /stats and /connections.
@@ -213,17 +226,6 @@ test("the console connects, shows a published event, and an admin sees the hub",
     await publish({ topic: "news", event: "update", data: { n: i } });
   }
   await page.waitForFunction(() => document.querySelectorAll("#log tr.event").length >= 4);
-  if (process.env.SHOTS) {
-    await sleep(2200); // a few chart points
-    await page.screenshot({ path: join(process.env.SHOTS, "console.png") });
-    const phone = await newPage({ width: 390, height: 844 });
-    await phone.goto(`${HUB()}/?topics=public&connect=1`);
-    await phone.waitForSelector("#state.open");
-    await publish({ topic: "public", data: "from a phone-sized screen" });
-    await phone.locator("#log tr.event").first().waitFor();
-    await phone.screenshot({ path: join(process.env.SHOTS, "console-phone.png"), fullPage: false });
-    await phone.context().close();
-  }
   // The close button ends the stream: the console says so.
   await page.click("#conns tbody tr button");
   await page.waitForFunction(() =>
@@ -451,4 +453,264 @@ key = "${dir}/hub.key"
     await exited;
     rmSync(dir, { recursive: true, force: true });
   }
+});
+
+test("the console shows the topics' history on connect, then live events, each once", async () => {
+  const topic = "hist";
+  const json = { room: "kitchen", temp: 21.5, readings: [21.4, 21.5] };
+  const long = "a long line of text, ".repeat(20);
+  const ids = [];
+  ids.push((await publish({ topic, data: json })).id);
+  ids.push((await publish({ topic, event: "update", data: long })).id);
+  await publish({ topic, event: "unlisted", data: "a type the console does not show" });
+  ids.push((await publish({ topic, data: "short text" })).id);
+  const page = await newPage({ width: 1280, height: 800 });
+  await consoleFor(page, jwt({ sub: "ivy" }), topic);
+  await page.waitForSelector("#log tr.hist");
+  const idsOf = (sel) => page.$$eval(sel, (trs) => trs.map((tr) => tr.children[1].textContent));
+  assert.deepEqual(await idsOf("#log tr.event.past"), [...ids].reverse(), "newest first, of the shown types");
+  assert.match(await page.textContent("#log tr.hist"), /history: 3 earlier events/);
+  const past = page.locator("#log tr.event.past");
+  // JSON folded, pretty-printed with a 2-space indent when unfolded.
+  const jsonRow = past.nth(2).locator("td.data details");
+  assert.equal(await jsonRow.evaluate((d) => d.open), false);
+  assert.equal(await jsonRow.locator(".preview").textContent(), JSON.stringify(json));
+  assert.equal(await jsonRow.locator("pre").textContent(), JSON.stringify(json, null, 2));
+  assert.equal(await jsonRow.locator("pre").isVisible(), false, "folded");
+  // Long text folded to a one-line preview, the whole text when unfolded.
+  const textRow = past.nth(1).locator("td.data details");
+  assert.equal(await textRow.locator("pre").isVisible(), false, "folded");
+  const preview = await textRow.locator(".preview").textContent();
+  assert.ok(preview.length < long.length && long.startsWith(preview.slice(0, -1)), preview);
+  const folded = (await textRow.boundingBox()).height;
+  await textRow.locator("summary").click();
+  assert.equal(await textRow.locator("pre").textContent(), long);
+  assert.ok((await textRow.boundingBox()).height > 2 * folded, "unfolding shows the whole text");
+  // Short text stays as it is.
+  assert.equal(await past.nth(0).locator("td.data").textContent(), "short text");
+  // History rows carry the events' own times.
+  assert.ok(await past.nth(0).locator("td").first().getAttribute("title"));
+  // Live events follow, above the history, and nothing shows twice.
+  const live = (await publish({ topic, data: "live" })).id;
+  await page.waitForFunction((id) => document.querySelector("#log tr.event td:nth-child(2)")?.textContent === id, live);
+  await sleep(300);
+  assert.deepEqual(await idsOf("#log tr.event"), [live, ...[...ids].reverse()]);
+  assert.equal(await page.textContent("#count"), "(4)");
+  await page.context().close();
+});
+
+test("notification events show as toasts, which auto-hide after their duration or wait to be closed", async () => {
+  const page = await newPage({ width: 1280, height: 800 });
+  await consoleFor(page, jwt({ sub: "jo" }), "alerts/door");
+  await page.waitForSelector("#state.open");
+  assert.equal(await page.$eval("#toasts", (t) => getComputedStyle(t).pointerEvents), "none",
+    "the stack lets clicks through to the page");
+  await notify({ topic: "alerts/door", title: "Door", content: "front door opened", type: "warning",
+    auto_hide: true, duration: 1500 });
+  const toast = page.locator("#toasts .toast");
+  await toast.waitFor();
+  const seenAt = Date.now();
+  assert.match(await toast.getAttribute("class"), /\bwarning\b/);
+  assert.equal(await toast.locator("strong").textContent(), "Door");
+  assert.equal(await toast.locator("p").textContent(), "front door opened");
+  // In the log too.
+  await page.waitForFunction(() => [...document.querySelectorAll("#log tr.event")]
+    .some((tr) => tr.children[2].textContent === "notification" && tr.textContent.includes("front door opened")));
+  await sleep(800);
+  assert.equal(await toast.count(), 1, "still shown before its duration");
+  await toast.waitFor({ state: "detached", timeout: 3000 });
+  assert.ok(Date.now() - seenAt >= 1000, `hidden after ${Date.now() - seenAt} ms`);
+  // Without auto_hide it stays, with a close button; toasts stack, newest first.
+  await notify({ topic: "alerts/door", title: "Backup failed", content: "disk full", type: "error" });
+  await notify({ topic: "alerts/door", title: "Backup retried", type: "success" });
+  await page.waitForFunction(() => document.querySelectorAll("#toasts .toast").length === 2);
+  assert.deepEqual(await page.$$eval("#toasts .toast strong", (s) => s.map((e) => e.textContent)),
+    ["Backup retried", "Backup failed"]);
+  await sleep(2000);
+  assert.equal(await toast.count(), 2, "no auto_hide: they stay");
+  await page.locator("#toasts .toast.error").getByRole("button", { name: "dismiss" }).click();
+  await page.waitForFunction(() => document.querySelectorAll("#toasts .toast").length === 1);
+  assert.equal(await page.textContent("#toasts .toast strong"), "Backup retried");
+  await page.context().close();
+});
+
+test("browser notifications: permission asked on the click only, shown while the tab is hidden", async () => {
+  const ctx = await browser.newContext({ viewport: { width: 1280, height: 800 } });
+  // A stand-in for the Notification API that records what the page asks and shows, and a
+  // document.hidden the test controls.
+  await ctx.addInitScript(() => {
+    window.asked = 0;
+    window.shown = [];
+    window.fakeHidden = false;
+    class FakeNotification {
+      static permission = "default";
+      static requestPermission() {
+        window.asked++;
+        FakeNotification.permission = "granted";
+        return Promise.resolve("granted");
+      }
+      constructor(title, options) {
+        window.shown.push({ title, ...options });
+      }
+    }
+    window.Notification = FakeNotification;
+    Object.defineProperty(Document.prototype, "hidden", { configurable: true, get: () => window.fakeHidden });
+  });
+  const page = await ctx.newPage();
+  page.on("pageerror", (e) => console.error("page error:", e.message));
+  await consoleFor(page, jwt({ sub: "kim" }), "alerts/kim");
+  await page.waitForSelector("#state.open");
+  await sleep(300);
+  assert.equal(await page.evaluate(() => window.asked), 0, "not asked on load or connect");
+  assert.equal(await page.isChecked("#sysnotify"), false);
+  await notify({ topic: "alerts/kim", title: "before", content: "not enabled yet" });
+  await page.locator("#toasts .toast").first().waitFor();
+  await page.click("#sysnotify");
+  await page.waitForFunction(() => window.asked === 1);
+  assert.equal(await page.isChecked("#sysnotify"), true);
+  assert.match(await page.textContent("#notifymsg"), /^on/);
+  // Visible: the toast is enough.
+  await notify({ topic: "alerts/kim", title: "visible", content: "a toast only" });
+  await page.waitForFunction(() => document.querySelectorAll("#toasts .toast").length === 2);
+  // Hidden: a system notification.
+  await page.evaluate(() => { window.fakeHidden = true; });
+  const sent = await notify({ topic: "alerts/kim", title: "Door", content: "opened while away", type: "info" });
+  await page.waitForFunction(() => window.shown.length > 0);
+  await sleep(300);
+  assert.deepEqual(await page.evaluate(() => window.shown), [{ title: "Door", body: "opened while away", tag: sent.id }]);
+  assert.equal(await page.evaluate(() => window.asked), 1, "asked once");
+  // Off again: none.
+  await page.click("#sysnotify");
+  await notify({ topic: "alerts/kim", title: "off", content: "not shown" });
+  await page.waitForFunction(() => [...document.querySelectorAll("#log tr.event")].some((tr) => tr.textContent.includes("not shown")));
+  assert.equal(await page.evaluate(() => window.shown.length), 1);
+  await ctx.close();
+});
+
+test("the console on a 390 px phone: nothing scrolls sideways, every connections column in view, readable charts", async () => {
+  const page = await newPage({ width: 390, height: 844 });
+  await consoleFor(page, jwt({ sub: "phone-admin-with-a-long-name", role: "admin" }),
+    "phone/a, phone/b, sensors/living-room/temperature/celsius");
+  await page.waitForSelector("#state.open");
+  await publish({ topic: "phone/a", data: { reading: 21.5, note: "z".repeat(300) } });
+  await publish({ topic: "phone/a", data: "w".repeat(500) });
+  await page.waitForFunction(() => document.querySelectorAll("#log tr.event").length === 2);
+  await page.waitForSelector("#admin:not([hidden])");
+  await page.waitForFunction(() => document.querySelectorAll("#conns tbody tr").length >= 1);
+  await sleep(2500); // a few chart points
+  assert.ok(await page.evaluate(() => document.documentElement.scrollWidth <= innerWidth),
+    "the page does not scroll sideways");
+  const inView = async (loc, what) => {
+    await loc.scrollIntoViewIfNeeded();
+    const b = await loc.boundingBox();
+    assert.ok(b && b.width > 0, `${what} is shown`);
+    assert.ok(b.x >= 0 && b.x + b.width <= 390.5, `${what} within the screen's width: ${JSON.stringify(b)}`);
+  };
+  // Every column of the connections table, its header and a row's cells, within the width
+  // of the screen once scrolled to (measured at once: the table is refreshed every second).
+  const table = await page.evaluate(() => {
+    const t = document.querySelector("#conns");
+    t.scrollIntoView();
+    const box = (e) => { const r = e.getBoundingClientRect(); return { text: e.textContent, x: r.x, right: r.right, width: r.width }; };
+    return {
+      heads: [...t.tHead.rows[0].cells].map(box),
+      cells: [...t.tBodies[0].rows[0].cells].map(box),
+      fits: t.parentElement.scrollWidth <= t.parentElement.clientWidth,
+    };
+  });
+  assert.deepEqual(table.heads.map((h) => h.text), ["id", "user", "ip", "topics", "action"]);
+  assert.equal(table.cells.length, 5);
+  for (const c of [...table.heads, ...table.cells]) {
+    assert.ok(c.width > 0 && c.x >= 0 && c.right <= 390.5, `within the screen's width: ${JSON.stringify(c)}`);
+  }
+  assert.ok(table.fits, "the table fits its box");
+  for (const sel of ["#connect", "#sysnotify", "#history", "#publish", "#log tr.event td.data", "#cconn", "#crate"]) {
+    await inView(page.locator(sel).first(), sel);
+  }
+  // Charts: the line between 15% and 85% of the height, a flat one in the middle, labelled.
+  const charts = await page.$$eval(".plot", (plots) => plots.map((p) => ({
+    ys: p.querySelector("polyline").getAttribute("points").split(" ").map((xy) => Number(xy.split(",")[1])),
+    labels: [...p.querySelectorAll(".ylab span")].map((s) => ({ top: s.style.top, text: s.textContent })),
+  })));
+  assert.equal(charts.length, 2);
+  for (const c of charts) {
+    assert.ok(c.ys.length >= 2 && c.ys.every((y) => y >= 15 && y <= 85), `off the border: ${c.ys}`);
+    if (new Set(c.ys).size === 1) {
+      assert.ok(c.ys.every((y) => y === 50), `a flat line in the middle: ${c.ys}`);
+      assert.deepEqual(c.labels.map((l) => l.top), ["50%"]);
+    } else {
+      assert.equal(Math.min(...c.ys), 15);
+      assert.equal(Math.max(...c.ys), 85);
+      assert.deepEqual(c.labels.map((l) => l.top), ["15%", "85%"]);
+    }
+    assert.ok(c.labels.every((l) => l.text !== ""), "labelled");
+  }
+  await page.context().close();
+});
+
+test("a refused stream shows the hub's reason", async () => {
+  const page = await newPage();
+  // A token that may read news only, asking for another topic: 403.
+  await consoleFor(page, jwt({ sub: "lee", subscribe: ["news"] }), "secret");
+  await page.waitForSelector("#state.auth-failed");
+  let msg = await page.textContent("#connmsg");
+  assert.equal(msg, 'refused (403): you may not read topic "secret"');
+  assert.ok(await page.$eval("#connmsg", (p) => p.classList.contains("error")));
+  assert.ok((await page.textContent("#log")).includes('you may not read topic "secret"'));
+  // Anonymous, a topic that needs credentials: 401, with the hub's words.
+  await page.fill("#cred", "");
+  await page.fill("#topics", "news");
+  await page.click("#connect");
+  await page.waitForSelector("#state.auth-failed");
+  msg = await page.textContent("#connmsg");
+  assert.equal(msg, 'refused (401): you may not read topic "news": credentials are required');
+  // And runnel.js says the same to any page.
+  const err = await page.evaluate(async (t) => {
+    const { Runnel } = await import("/runnel.js");
+    const hub = new Runnel({ topics: ["secret"], token: t });
+    const e = await new Promise((res) => hub.on("authfailure", res));
+    return { status: e.status, code: e.code, message: e.message };
+  }, jwt({ sub: "lee", subscribe: ["news"] }));
+  assert.deepEqual(err, { status: 403, code: "forbidden", message: 'you may not read topic "secret"' });
+  await page.context().close();
+});
+
+// The screenshots in docs/ (console.png, console-phone.png): kept in SHOTS=dir, else taken in a
+// temporary directory and checked (a page that stalls with a toast or an unfolded row fails).
+test("console screenshots", async () => {
+  const dir = process.env.SHOTS || mkdtempSync(join(tmpdir(), "runnel-shots-"));
+  const readings = [
+    { topic: "home/kitchen", event: "update", data: { temperature: 21.4, humidity: 48 } },
+    { topic: "home/door", data: "front door closed" },
+    { topic: "home/kitchen", event: "update", data: { temperature: 21.6, humidity: 47 } },
+    { topic: "home/garage", event: "update", data: { door: "closed", light: false, battery: 0.82 } },
+  ];
+  for (const r of readings) await publish(r);
+  const admin = jwt({ sub: "ops", role: "admin" });
+  const open = async (viewport) => {
+    const page = await newPage(viewport);
+    await consoleFor(page, admin, "home/*");
+    await page.waitForSelector("#log tr.hist");
+    return page;
+  };
+  const desk = await open({ width: 1280, height: 800 });
+  const phone = await open({ width: 390, height: 844 });
+  await publish({ topic: "home/kitchen", event: "update", data: { temperature: 21.7, humidity: 47 } });
+  await publish({ topic: "home/door", data: "front door opened" });
+  await notify({ topic: "home/door", title: "Front door", content: "opened at 18:02", type: "warning" });
+  for (const page of [desk, phone]) {
+    await page.waitForFunction(() => document.querySelectorAll("#toasts .toast").length === 1);
+    await page.locator("#log tr.event.past td.data summary").first().click();
+  }
+  await sleep(3000); // a few chart points
+  await desk.screenshot({ path: join(dir, "console.png") });
+  await phone.evaluate(() => window.scrollTo(0, document.querySelector("#s-log").offsetTop - 8));
+  await phone.screenshot({ path: join(dir, "console-phone.png") });
+  await desk.context().close();
+  await phone.context().close();
+  for (const [name, width] of [["console.png", 1280], ["console-phone.png", 390]]) {
+    const png = readFileSync(join(dir, name));
+    assert.equal(png.readUInt32BE(16), width, name);
+  }
+  if (!process.env.SHOTS) rmSync(dir, { recursive: true });
 });
