@@ -214,6 +214,19 @@ impl Broker {
         })
     }
 
+    /// Would a stream from this user and address be admitted now? (`HEAD /events`: the
+    /// limits, without registering anything.)
+    pub fn would_admit(&self, user: Option<&str>, ip: std::net::IpAddr) -> Result<(), Error> {
+        let spec = StreamSpec {
+            user: user.map(str::to_string),
+            admin: false,
+            ip,
+            topics: Vec::new(),
+            expires_at: None,
+        };
+        self.admit(&self.registry(), &spec).map(drop)
+    }
+
     /// May this stream open? Returns the user's streams it replaces
     /// (`single_connection_per_user`).
     fn admit(&self, reg: &Registry, spec: &StreamSpec) -> Result<Vec<u64>, Error> {

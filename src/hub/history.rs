@@ -60,7 +60,13 @@ impl Hub {
                 topics.len()
             )));
         }
-        caller.check_readable(&topics)?;
+        // Every stream receives `$broadcast`, so its history is anyone's who may stream.
+        let named: Vec<String> = topics
+            .iter()
+            .filter(|t| *t != topic::BROADCAST)
+            .cloned()
+            .collect();
+        caller.check_readable(&named)?;
         let sel = Selector::new(&topics, caller.user.clone(), caller.admin);
         let until = self.inner.broker.fanned_through();
         let log = self.inner.log.clone();

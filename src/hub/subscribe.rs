@@ -18,9 +18,10 @@ pub(crate) struct SessionChange {
 }
 
 impl Hub {
-    /// Would this stream open? The same checks as [`Hub::subscribe`], without opening it.
+    /// Would this stream open now? The same checks as [`Hub::subscribe`] (credentials,
+    /// topics, connection limits), without opening it.
     pub fn check_stream(&self, caller: &Caller, mut req: StreamRequest) -> Result<(), Error> {
-        self.inner.streams.check(caller, &mut req)
+        self.inner.streams.check_now(caller, &mut req)
     }
 
     /// Opens a stream for `caller`.

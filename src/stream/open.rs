@@ -30,6 +30,12 @@ impl Streams {
         caller.check_readable(&req.named)
     }
 
+    /// [`Streams::check`], and the connection limits as they stand (for `HEAD /events`).
+    pub fn check_now(&self, caller: &Caller, req: &mut StreamRequest) -> Result<(), Error> {
+        self.check(caller, req)?;
+        self.broker.would_admit(caller.user.as_deref(), req.ip)
+    }
+
     /// Opens a stream: it receives the topics it names, its user's personal topic and
     /// session topics, and the broadcast; it is subscribed before this returns.
     pub fn open(&self, caller: &Caller, mut req: StreamRequest) -> Result<Subscription, Error> {

@@ -148,4 +148,18 @@ async fn bad_queries_are_400_and_permissions_are_a_streams() {
     assert_eq!(get("topic=a", vec![]).await.status, 401);
     assert_eq!(get("topic=user/bob", me()).await.status, 403);
     assert_eq!(get("topic=user/alice&topic=a", me()).await.status, 200);
+    // Every stream receives `$broadcast`: so does the history of one that may read only news.
+    let news = bearer(&jwt(
+        json!({"sub": "carol", "exp": now() + 60, "subscribe": ["news"]}),
+    ));
+    let only_news = || vec![("authorization", news.clone())];
+    assert_eq!(
+        get("topic=news&topic=%24broadcast", only_news())
+            .await
+            .status,
+        200
+    );
+    assert_eq!(get("topic=%24broadcast", only_news()).await.status, 200);
+    assert_eq!(get("topic=sport", only_news()).await.status, 403);
+    assert_eq!(get("topic=%24broadcast", vec![]).await.status, 401);
 }

@@ -19,6 +19,10 @@ async fn connection_limits() {
     assert_eq!(c.status, 503);
     assert_eq!(c.error_json()["error"]["code"], "unavailable");
     assert!(c.header("retry-after").is_some());
+    // HEAD says so too, so that runnel.js can show the reason instead of retrying blind.
+    let head = request(hub.addr, "HEAD", "/events", &[], b"").await;
+    assert_eq!(head.status, 503);
+    assert!(head.header("retry-after").is_some());
     a.close();
     assert!(
         eventually(Duration::from_secs(5), async || {
@@ -33,6 +37,8 @@ async fn connection_limits() {
     let b = hub.sse("/events").await;
     assert_eq!(b.status, 429);
     assert_eq!(b.error_json()["error"]["code"], "too_many_requests");
+    let head = request(hub.addr, "HEAD", "/events", &[], b"").await;
+    assert_eq!(head.status, 429);
 }
 
 #[tokio::test]
