@@ -1,17 +1,18 @@
 #!/usr/bin/env bash
 # Runs a cross-built binary under qemu-user and checks it end to end: it starts, answers
-# /health, and an event published over HTTP arrives on an SSE stream.
-#   packaging/smoke.sh aarch64-unknown-linux-gnu
+# /health, and an event published over HTTP arrives on an SSE stream. BINARY defaults to the
+# target's release build; the container image's static binaries are checked the same way.
+#   packaging/smoke.sh aarch64-unknown-linux-gnu [BINARY]
 set -euo pipefail
-target=${1:?usage: packaging/smoke.sh <target-triple>}
+target=${1:?usage: packaging/smoke.sh <target-triple> [binary]}
 cd "$(dirname "$0")/.."
 case "$target" in
-  aarch64-unknown-linux-gnu) run=(qemu-aarch64-static -L /usr/aarch64-linux-gnu) ;;
+  aarch64-unknown-linux-gnu | aarch64-unknown-linux-musl) run=(qemu-aarch64-static -L /usr/aarch64-linux-gnu) ;;
   armv7-unknown-linux-gnueabihf) run=(qemu-arm-static -L /usr/arm-linux-gnueabihf) ;;
-  x86_64-unknown-linux-gnu) run=() ;;
+  x86_64-unknown-linux-gnu | x86_64-unknown-linux-musl) run=() ;;
   *) echo "unknown target $target" >&2; exit 2 ;;
 esac
-bin="target/$target/release/runnel"
+bin=${2:-target/$target/release/runnel}
 work=$(mktemp -d)
 pid=
 cleanup() { [ -n "$pid" ] && kill "$pid" 2>/dev/null; rm -rf "$work"; }
