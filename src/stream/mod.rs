@@ -17,6 +17,7 @@ mod replay;
 #[cfg(test)]
 mod tests;
 
+use std::collections::VecDeque;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -67,7 +68,9 @@ pub(crate) struct Subscription {
     format: Format,
     /// The first write: the format's opening, `connected`, and a `reset` if one is due.
     opening: Option<Bytes>,
-    replay: Option<Box<Replay>>,
+    /// What is still to be read from the log before live events: the replay of the opening,
+    /// then those of topics a WebSocket connection subscribed to later, in that order.
+    replay: VecDeque<Box<Replay>>,
     /// For the log line when it ends: what it receives, since when, events sent.
     topics: Box<str>,
     opened: std::time::Instant,
@@ -82,14 +85,24 @@ impl Subscription {
         if let Some(first) = self.opening.take() {
             return Poll::Ready(Some(first));
         }
-        if let Some(replay) = &mut self.replay {
-            match replay.poll_next(cx, self.format, self.broker.counters(), &mut self.sent) {
+        while let Some(replay) = self.replay.front_mut() {
+            let receives = self.sub.receives();
+            let counters = self.broker.counters();
+            match replay.poll_next(
+                cx,
+                self.format,
+                receives.as_deref(),
+                counters,
+                &mut self.sent,
+            ) {
                 Poll::Ready(Ok(Some(chunk))) => return Poll::Ready(Some(chunk)),
-                Poll::Ready(Ok(None)) => self.replay = None,
+                Poll::Ready(Ok(None)) => {
+                    self.replay.pop_front();
+                }
                 Poll::Ready(Err(e)) => {
                     // The client reconnects with its last id and tries again.
                     tracing::warn!(conn = %self.sub.id, error = %e, "replay failed; ending stream");
-                    self.replay = None;
+                    self.replay.clear();
                     self.failed = true;
                     self.sub.close(None, true);
                 }
@@ -98,6 +111,23 @@ impl Subscription {
         }
         let now = self.broker.now_ms();
         self.sub.poll_next(cx, now, self.format, &mut self.sent)
+    }
+}
+
+impl Subscription {
+    /// The public connection id.
+    pub fn id(&self) -> &str {
+        &self.sub.id
+    }
+
+    /// The broker's coarse clock (ms since start): cheap to read on every wake.
+    pub fn now_ms(&self) -> u64 {
+        self.broker.now_ms()
+    }
+
+    /// The hub ended the connection (its last message may still be unwritten).
+    pub fn is_ending(&self) -> bool {
+        self.sub.ended().is_some()
     }
 }
 

@@ -38,6 +38,8 @@ pub(super) struct Replay {
     reading: Option<JoinHandle<Step>>,
     /// The last chunk was read: nothing is left.
     finished: bool,
+    /// Sent before the first chunk: a `reset` decided when the replay was asked for.
+    first: Option<Bytes>,
 }
 
 impl Replay {
@@ -56,7 +58,14 @@ impl Replay {
             continues_from,
             reading: None,
             finished: false,
+            first: None,
         }
+    }
+
+    /// The same replay, with `first` sent before it (a `reset`).
+    pub fn after_message(mut self, first: Bytes) -> Replay {
+        self.first = Some(first);
+        self
     }
 
     /// The next replayed bytes, `None` once the replay is done, or why the log failed.
@@ -64,9 +73,13 @@ impl Replay {
         &mut self,
         cx: &mut Context<'_>,
         format: Format,
+        receives: Option<&[String]>,
         counters: &Counters,
         sent: &mut u64,
     ) -> Poll<Result<Option<Bytes>, String>> {
+        if let Some(first) = self.first.take() {
+            return Poll::Ready(Ok(Some(first)));
+        }
         loop {
             if self.finished {
                 return Poll::Ready(Ok(None));
@@ -102,7 +115,7 @@ impl Replay {
                     .replayed
                     .fetch_add(chunk.events.len() as u64, Ordering::Relaxed);
                 *sent += chunk.events.len() as u64;
-                return Poll::Ready(Ok(Some(join(&chunk, format))));
+                return Poll::Ready(Ok(Some(join(&chunk, format, receives))));
             }
         }
     }
@@ -120,13 +133,13 @@ fn read(log: &dyn crate::store::Log, sel: &Selector, after: u64, until: u64, che
 }
 
 /// The chunk's events in `format`, as one write.
-fn join(chunk: &Chunk, format: Format) -> Bytes {
+fn join(chunk: &Chunk, format: Format, receives: Option<&[String]>) -> Bytes {
     if let [one] = &chunk.events[..] {
-        return one.encoded(format);
+        return one.encoded_for(format, receives);
     }
     let mut b = BytesMut::with_capacity(chunk.events.iter().map(|e| e.size_hint()).sum());
     for e in &chunk.events {
-        b.put_slice(&e.encoded(format));
+        b.put_slice(&e.encoded_for(format, receives));
     }
     b.freeze()
 }
