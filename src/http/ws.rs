@@ -33,14 +33,19 @@ pub(crate) struct WsSession {
 
 /// Checks the handshake and opens the connection's subscription; the answer is the `101`.
 pub(super) fn upgrade(hub: &Hub, parts: &Parts, peer: SocketAddr) -> Result<Resp, Error> {
-    let key = handshake_key(parts)?;
-    if parts.extensions.get::<OwnConnection>().is_none() {
+    let own = parts.extensions.get::<OwnConnection>().is_some();
+    // HTTP/2 has no `Upgrade` header: say what is missing rather than ask for it.
+    let key = match handshake_key(parts) {
+        Err(_) if parts.version == http::Version::HTTP_2 => None,
+        k => Some(k?),
+    };
+    let Some(key) = key.filter(|_| own) else {
         return Err(Error::BadRequest(
             "GET /ws needs an HTTP/1.1 connection whose first request is the WebSocket upgrade \
              (not HTTP/2, not a kept-alive connection)"
                 .into(),
         ));
-    }
+    };
     let caller = super::caller(parts)?;
     check_origin(hub, parts)?;
     let mut req = StreamRequest {

@@ -165,8 +165,12 @@ async fn foreign_origins_are_refused_and_own_and_allowed_ones_accepted() {
                 .contains("origin")
         );
     }
-    // Nothing was opened by the refusals.
-    assert_eq!(hub.get("/stats").await.json()["connections"]["total"], 0);
+    // Nothing was opened by the refusals: only the two accepted connections ever were.
+    let metrics = hub.get("/metrics").await.text();
+    assert!(
+        metrics.contains("\nrunnel_streams_opened_total 2\n"),
+        "{metrics}"
+    );
 }
 
 #[tokio::test]
@@ -747,4 +751,56 @@ async fn a_peer_that_answers_no_ping_is_dropped() {
     assert!(ids().await.contains(&alive_id), "the answering peer stays");
     assert_eq!(dead.close_code().await, Some(1008));
     reader.abort();
+}
+
+/// Over HTTPS the upgrade is served in place on the HTTP/1.1 connection ALPN chose; over
+/// HTTP/2 `/ws` says what it needs.
+#[tokio::test]
+async fn websockets_work_over_tls_and_http2_is_told_what_is_needed() {
+    use crate::common::tls;
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key, ca) = tls::make_cert(dir.path(), "hub");
+    let hub = tls::tls_hub(&cert, &key).await;
+    let stream = tls::connect(hub.addr, &[&ca], &[b"http/1.1"]).await;
+    let (s, resp) = tokio_tungstenite::client_async("wss://localhost/ws?topic=t", stream)
+        .await
+        .expect("WebSocket over TLS");
+    assert_eq!(resp.status(), 101);
+    let mut ws = Ws::from_stream(s);
+    ws.connected().await;
+    let p = tls::publish(&hub, &ca, json!({"topic": "t", "data": "secure"})).await;
+    let e = ws.next_json().await;
+    assert_eq!((&e["id"], &e["data"]), (&p["id"], &json!("secure")));
+    let a = ws
+        .call(&json!({"op": "publish", "ref": "x", "topic": "t", "data": 2}))
+        .await;
+    assert_eq!(a["type"], "ack", "{a}");
+
+    let mut h2 = tls::h2(hub.addr, &ca).await;
+    let resp = h2
+        .send_request(tls::get("/ws", &[("sec-websocket-version", "13")]))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    use http_body_util::BodyExt as _;
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    let v: Value = serde_json::from_slice(&body).unwrap();
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("needs an HTTP/1.1 connection"),
+        "{v}"
+    );
+}
+
+#[tokio::test]
+async fn an_expired_credential_closes_with_1008() {
+    let hub = secure_hub().await;
+    let token = jwt(json!({"sub": "eve", "exp": now() + 2}));
+    let mut ws = Ws::open(hub.addr, "/ws", &[("authorization", &bearer(&token))]).await;
+    ws.connected().await;
+    let (texts, code) = ws.close_code().await;
+    assert_eq!(texts.last().unwrap()["reason"], "token_expired");
+    assert_eq!(code, Some(1008));
 }

@@ -15,8 +15,8 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use super::TIMEOUT;
 
-pub struct Ws {
-    pub s: WebSocketStream<MaybeTlsStream<TcpStream>>,
+pub struct Ws<S = MaybeTlsStream<TcpStream>> {
+    pub s: WebSocketStream<S>,
     /// Messages read past by [`Ws::call`] while it waited for its answer.
     stash: std::collections::VecDeque<Message>,
 }
@@ -64,6 +64,16 @@ impl Ws {
         match Self::try_open(addr, path, headers).await {
             Ok(ws) => ws,
             Err(r) => panic!("WebSocket refused: {} {}", r.status, r.body),
+        }
+    }
+}
+
+impl<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin> Ws<S> {
+    /// A client on a connection upgraded elsewhere (over TLS).
+    pub fn from_stream(s: WebSocketStream<S>) -> Ws<S> {
+        Ws {
+            s,
+            stash: Default::default(),
         }
     }
 
