@@ -84,12 +84,17 @@ pub(super) async fn serve(
             let Ok(sock) = io.into_inner().into_std() else {
                 return;
             };
+            drop(shutdown);
             streams.spawn(async move {
                 let Ok(sock) = TcpStream::from_std(sock) else {
                     return;
                 };
                 let io = WriteTimeout::new(sock, timeout);
-                super::ws::serve(hub, io, head, rest, *session, peer, shutdown).await;
+                // The upgrade is boxed, so that the task keeps only the connection.
+                let accepted = Box::pin(super::ws::accept(hub, io, head, rest, session, peer));
+                if let Some(mut conn) = accepted.await {
+                    conn.run().await;
+                }
                 drop(watcher);
             });
         }
@@ -320,7 +325,10 @@ pub(super) async fn serve_tls(
                 session,
                 rest,
             } => {
-                super::ws::serve(hub, io, head, rest, *session, peer, shutdown).await;
+                let accepted = Box::pin(super::ws::accept(hub, io, head, rest, session, peer));
+                if let Some(mut conn) = accepted.await {
+                    conn.run().await;
+                }
                 drop(watcher);
             }
         }

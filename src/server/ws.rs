@@ -13,7 +13,6 @@
 
 use std::future::poll_fn;
 use std::net::SocketAddr;
-use std::pin::pin;
 use std::task::Poll;
 use std::time::Duration;
 
@@ -27,7 +26,6 @@ use tokio_tungstenite::tungstenite::protocol::{Message, Role, WebSocketConfig};
 use super::ws_ops;
 use crate::http::WsSession;
 use crate::hub::Hub;
-use crate::shutdown::Shutdown;
 use crate::ws::{self, close};
 
 /// The library's read buffer: frames larger than this are read in several steps, and an
@@ -40,15 +38,17 @@ enum Step {
     Out(Option<Bytes>),
     /// A message from the client, a broken frame, or the end of its side.
     In(Option<Result<Message, WsError>>),
-    /// The hub is stopping: no more client messages; the subscription ends with `shutdown`.
+    /// The hub ended the subscription (shutdown, slow reader, ...): no more client
+    /// messages; its last message and close frame follow.
     Stopping,
 }
 
-/// A connection being served.
-struct Conn<S> {
+/// A connection being served. Its task keeps this and little else while it waits, so it
+/// is what an idle WebSocket costs (with the library's read buffer and the subscription).
+pub(super) struct Conn<S> {
     ws: WebSocketStream<S>,
     hub: Hub,
-    session: WsSession,
+    session: Box<WsSession>,
     peer: SocketAddr,
     heartbeat_ms: u64,
     /// Coarse times (the broker's clock) of the last frame from the client and the last ping.
@@ -56,18 +56,17 @@ struct Conn<S> {
     last_ping: u64,
 }
 
-/// Serves an accepted WebSocket until either side ends it.
-pub(super) async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
+/// Writes the `101` and sets up the connection (`None`: the client left already).
+pub(super) async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
     hub: Hub,
     mut io: S,
     head: Vec<u8>,
     rest: Bytes,
-    session: WsSession,
+    session: Box<WsSession>,
     peer: SocketAddr,
-    shutdown: Shutdown,
-) {
+) -> Option<Conn<S>> {
     if io.write_all(&head).await.is_err() || io.flush().await.is_err() {
-        return;
+        return None;
     }
     drop(head);
     let max = usize::try_from(hub.config().limits.max_body_bytes.0).unwrap_or(usize::MAX);
@@ -82,7 +81,7 @@ pub(super) async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
         WebSocketStream::from_partially_read(io, rest.to_vec(), Role::Server, Some(config)).await
     };
     let now = session.sub.now_ms();
-    let mut conn = Conn {
+    Some(Conn {
         ws,
         heartbeat_ms: hub.config().stream.heartbeat.as_millis(),
         hub,
@@ -90,17 +89,20 @@ pub(super) async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
         peer,
         last_heard: now,
         last_ping: now,
-    };
-    conn.run(&shutdown).await;
+    })
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
-    async fn run(&mut self, shutdown: &Shutdown) {
-        let mut stop = pin!(shutdown.wait());
+    /// Serves the connection until either side ends it.
+    pub(super) async fn run(&mut self) {
+        // Shutdown reaches the connection through its subscription: the hub ends every one
+        // with `shutdown` (then close 1012). From then on the client's messages are not read,
+        // so nothing new starts. (No shutdown future of its own: it would cost every idle
+        // connection its size.)
         let mut stopping = false;
         loop {
             let step = poll_fn(|cx| {
-                if !stopping && stop.as_mut().poll(cx).is_ready() {
+                if !stopping && self.session.sub.is_ending() {
                     return Poll::Ready(Step::Stopping);
                 }
                 if let Poll::Ready(out) = self.session.sub.poll_next(cx) {
@@ -124,12 +126,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                     self.write(&bytes).await
                 }
                 Step::Out(None) => {
-                    self.end().await;
+                    Box::pin(self.end()).await;
                     false
                 }
                 Step::In(Some(Ok(msg))) => self.received(msg).await,
                 Step::In(Some(Err(e))) => {
-                    self.broken(&e).await;
+                    Box::pin(self.broken(&e)).await;
                     false
                 }
                 Step::In(None) => false,
@@ -176,7 +178,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                     session: &mut self.session,
                     peer: self.peer,
                 };
-                let answer = ws_ops::handle(&mut ctx, text.as_str()).await;
+                // Boxed: a publish's future is large and short-lived; an idle connection's task
+                // keeps only what waiting needs.
+                let answer = Box::pin(ws_ops::handle(&mut ctx, text.as_str())).await;
                 self.write(&answer).await
             }
             Message::Binary(_) => {
