@@ -400,6 +400,23 @@ test("runnel.js over WebSocket: receives, publishes over the socket, survives a 
   await page.context().close();
 });
 
+test("the console reads over a WebSocket with ?transport=websocket", async () => {
+  const page = await newPage();
+  const sockets = [];
+  page.on("websocket", (ws) => sockets.push(ws.url()));
+  await page.goto(`${HUB()}/?topics=public&connect=1&transport=websocket`);
+  await page.waitForSelector("#state.open");
+  const sent = await publish({ topic: "public", data: "over the socket" });
+  await page.waitForFunction((id) => [...document.querySelectorAll("#log tr.event")]
+    .some((tr) => tr.textContent.includes(id)), sent.id);
+  const row = await page.$$eval("#log tr.event", (trs, id) =>
+    trs.find((tr) => tr.textContent.includes(id)).textContent, sent.id);
+  assert.ok(row.includes("over the socket"), row);
+  assert.equal(sockets.length, 1);
+  assert.ok(sockets[0].includes("/ws?topic=public"), sockets[0]);
+  await page.context().close();
+});
+
 test("a page from a foreign origin cannot open a WebSocket; an allowed origin can", async () => {
   const open = (page, url) => page.evaluate((u) => new Promise((r) => {
     const ws = new WebSocket(u);
