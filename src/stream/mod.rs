@@ -17,7 +17,6 @@ mod replay;
 #[cfg(test)]
 mod tests;
 
-use std::collections::VecDeque;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -69,8 +68,8 @@ pub(crate) struct Subscription {
     /// The first write: the format's opening, `connected`, and a `reset` if one is due.
     opening: Option<Bytes>,
     /// What is still to be read from the log before live events: the replay of the opening,
-    /// then those of topics a WebSocket connection subscribed to later, in that order.
-    replay: VecDeque<Box<Replay>>,
+    /// then (chained to it) those of topics a WebSocket connection subscribed to later.
+    replay: Option<Box<Replay>>,
     /// For the log line when it ends: what it receives, since when, events sent.
     topics: Box<str>,
     opened: std::time::Instant,
@@ -85,7 +84,7 @@ impl Subscription {
         if let Some(first) = self.opening.take() {
             return Poll::Ready(Some(first));
         }
-        while let Some(replay) = self.replay.front_mut() {
+        while let Some(replay) = &mut self.replay {
             let receives = self.sub.receives();
             let counters = self.broker.counters();
             match replay.poll_next(
@@ -96,13 +95,11 @@ impl Subscription {
                 &mut self.sent,
             ) {
                 Poll::Ready(Ok(Some(chunk))) => return Poll::Ready(Some(chunk)),
-                Poll::Ready(Ok(None)) => {
-                    self.replay.pop_front();
-                }
+                Poll::Ready(Ok(None)) => self.replay = replay.then.take(),
                 Poll::Ready(Err(e)) => {
                     // The client reconnects with its last id and tries again.
                     tracing::warn!(conn = %self.sub.id, error = %e, "replay failed; ending stream");
-                    self.replay.clear();
+                    self.replay = None;
                     self.failed = true;
                     self.sub.close(None, true);
                 }
@@ -115,6 +112,15 @@ impl Subscription {
 }
 
 impl Subscription {
+    /// Replays `next` after what is being replayed (a WebSocket's new topics).
+    fn replay_after(&mut self, next: Replay) {
+        let mut slot = &mut self.replay;
+        while let Some(r) = slot {
+            slot = &mut r.then;
+        }
+        *slot = Some(Box::new(next));
+    }
+
     /// The public connection id.
     pub fn id(&self) -> &str {
         &self.sub.id

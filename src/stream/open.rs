@@ -102,7 +102,7 @@ impl Streams {
             sub: reg.sub,
             format: req.format,
             opening: Some(Bytes::from(opening)),
-            replay: replay.into_iter().collect(),
+            replay,
             topics: topics.into(),
             opened: std::time::Instant::now(),
             sent: 0,
@@ -157,7 +157,7 @@ impl Streams {
                 };
                 replay = replay.after_message(reset.encode(sub.format));
             }
-            sub.replay.push_back(Box::new(replay));
+            sub.replay_after(replay);
         }
         Ok(now)
     }

@@ -40,6 +40,8 @@ pub(super) struct Replay {
     finished: bool,
     /// Sent before the first chunk: a `reset` decided when the replay was asked for.
     first: Option<Bytes>,
+    /// What to replay after this one (the topics a WebSocket subscribed to meanwhile).
+    pub then: Option<Box<Replay>>,
 }
 
 impl Replay {
@@ -59,6 +61,7 @@ impl Replay {
             reading: None,
             finished: false,
             first: None,
+            then: None,
         }
     }
 
