@@ -804,3 +804,44 @@ async fn an_expired_credential_closes_with_1008() {
     assert_eq!(texts.last().unwrap()["reason"], "token_expired");
     assert_eq!(code, Some(1008));
 }
+
+/// A subscribe with `last_event_id` while the opening's replay is still running: its replay
+/// follows that one, and nothing is missed or repeated.
+#[tokio::test]
+async fn a_subscribe_during_the_opening_replay_is_replayed_after_it() {
+    let hub = TestHub::start().await;
+    let body: Vec<Value> = (0..600)
+        .map(|i| json!({"topic": if i % 2 == 0 { "ra" } else { "rb" }, "data": i.to_string()}))
+        .collect();
+    let r = hub.post_json("/publish", &Value::Array(body)).await;
+    assert_eq!(r.status, 200);
+    let ids: Vec<String> = r
+        .json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["id"].as_str().unwrap().to_string())
+        .collect();
+    let mut ws = Ws::open(hub.addr, "/ws?topic=ra&last_event_id=earliest", &[]).await;
+    ws.connected().await;
+    let ack = ws
+        .call(&json!({"op": "subscribe", "topics": ["rb"], "last_event_id": "earliest"}))
+        .await;
+    assert_eq!(ack["type"], "ack");
+    let events = ws.events_until_quiet(QUIET).await;
+    let got: Vec<&str> = events.iter().map(|e| e["id"].as_str().unwrap()).collect();
+    let (a, b): (Vec<&str>, Vec<&str>) =
+        ids.iter()
+            .enumerate()
+            .fold((Vec::new(), Vec::new()), |(mut a, mut b), (i, id)| {
+                if i % 2 == 0 {
+                    a.push(id.as_str())
+                } else {
+                    b.push(id.as_str())
+                }
+                (a, b)
+            });
+    assert_eq!(got.len(), 600, "every event once");
+    assert_eq!(got[..300], a[..], "the opening's replay first");
+    assert_eq!(got[300..], b[..], "then the new topic's");
+}
