@@ -845,3 +845,16 @@ async fn a_subscribe_during_the_opening_replay_is_replayed_after_it() {
     assert_eq!(got[..300], a[..], "the opening's replay first");
     assert_eq!(got[300..], b[..], "then the new topic's");
 }
+
+/// Frames sent right behind the upgrade request, in the same write, are read.
+#[tokio::test]
+async fn frames_sent_with_the_upgrade_request_are_not_lost() {
+    let hub = TestHub::start().await;
+    let ping = RawWs::encode(true, 1, br#"{"op":"ping","ref":"early"}"#, true);
+    let mut raw = RawWs::open_with(hub.addr, "/ws", &ping).await;
+    assert_eq!(raw.next_json().await["type"], "connected");
+    assert_eq!(
+        raw.next_json().await,
+        json!({"type": "pong", "ref": "early"})
+    );
+}

@@ -170,12 +170,19 @@ pub struct RawWs {
 
 impl RawWs {
     pub async fn open(addr: SocketAddr, path: &str) -> RawWs {
+        Self::open_with(addr, path, &[]).await
+    }
+
+    /// Opens with `first` (frames) sent in the same write as the request head.
+    pub async fn open_with(addr: SocketAddr, path: &str, first: &[u8]) -> RawWs {
         let mut tcp = TcpStream::connect(addr).await.unwrap();
         let head = format!(
             "GET {path} HTTP/1.1\r\nhost: {addr}\r\nupgrade: websocket\r\nconnection: Upgrade\r\n\
              sec-websocket-version: 13\r\nsec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
         );
-        tcp.write_all(head.as_bytes()).await.unwrap();
+        let mut bytes = head.into_bytes();
+        bytes.extend_from_slice(first);
+        tcp.write_all(&bytes).await.unwrap();
         let mut buf = Vec::new();
         let end = loop {
             let mut chunk = [0u8; 1024];
@@ -204,6 +211,13 @@ impl RawWs {
 
     /// Sends one frame; `mask` false makes it a (forbidden) unmasked client frame.
     pub async fn frame(&mut self, fin: bool, opcode: u8, payload: &[u8], mask: bool) {
+        let f = Self::encode(fin, opcode, payload, mask);
+        // A peer that closed may refuse the rest; what it answered is read next.
+        let _ = self.tcp.write_all(&f).await;
+    }
+
+    /// One client frame's bytes.
+    pub fn encode(fin: bool, opcode: u8, payload: &[u8], mask: bool) -> Vec<u8> {
         let mut f = vec![if fin { 0x80 } else { 0 } | opcode];
         let m = if mask { 0x80 } else { 0 };
         match payload.len() {
@@ -224,8 +238,7 @@ impl RawWs {
         } else {
             f.extend_from_slice(payload);
         }
-        // A peer that closed may refuse the rest; what it answered is read next.
-        let _ = self.tcp.write_all(&f).await;
+        f
     }
 
     async fn fill(&mut self, n: usize) -> bool {
