@@ -81,6 +81,17 @@ pub(super) async fn handle(conn: &mut Ctx<'_>, text: &str) -> Bytes {
             );
         }
     };
+    // The hub closes a connection whose credential expired within a tick; until then it
+    // may still be read from, but nothing it sends is acted on.
+    if conn
+        .session
+        .caller
+        .expires_at
+        .is_some_and(|exp| exp <= crate::time::unix_ms())
+    {
+        let id = msg.get("ref").or_else(|| msg.get("request_id")).cloned();
+        return error_frame(id, "unauthorized", "the connection's credential expired");
+    }
     if let Some(action) = msg.remove("action") {
         let reply = Reply {
             key: "request_id",
