@@ -29,6 +29,38 @@ pub(crate) struct OwnConnection;
 pub(crate) struct WsSession {
     pub sub: Subscription,
     pub caller: Caller,
+    /// Where the opening's topics are covered from (see `Subscription::opening_cover`).
+    pub opened_since: u64,
+    /// Topics the connection's own ops changed since: the seq after which it has every event
+    /// of each (`u64::MAX`: unsubscribed, nothing assumed).
+    pub changed: Vec<(String, u64)>,
+}
+
+impl WsSession {
+    /// The topics the connection has every event of after a seq, for a replay to leave out.
+    /// (Topics a user's session added meanwhile are not among them: their events may come
+    /// twice, never not at all.)
+    pub fn covered(&self) -> Vec<(String, u64)> {
+        let (opening, _) = self.sub.opening_cover();
+        let mut out: Vec<(String, u64)> = opening
+            .into_iter()
+            .filter(|t| !self.changed.iter().any(|(c, _)| c == t))
+            .map(|t| (t, self.opened_since))
+            .collect();
+        out.extend(self.changed.iter().filter(|(_, s)| *s != u64::MAX).cloned());
+        out
+    }
+
+    /// Notes what an op changed: `since` for added topics, `None` for removed ones.
+    pub fn note(&mut self, topics: &[String], since: Option<u64>) {
+        for t in topics {
+            let since = since.unwrap_or(u64::MAX);
+            match self.changed.iter_mut().find(|(c, _)| c == t) {
+                Some(e) => e.1 = since,
+                None => self.changed.push((t.clone(), since)),
+            }
+        }
+    }
 }
 
 /// Checks the handshake and opens the connection's subscription; the answer is the `101`.
@@ -62,7 +94,14 @@ pub(super) fn upgrade(hub: &Hub, parts: &Parts, peer: SocketAddr) -> Result<Resp
         }
     }
     let sub = hub.subscribe(&caller, req)?;
-    let mut resp = Response::new(Body::Upgrade(Box::new(WsSession { sub, caller })));
+    let (_, opened_since) = sub.opening_cover();
+    let session = WsSession {
+        sub,
+        caller,
+        opened_since,
+        changed: Vec::new(),
+    };
+    let mut resp = Response::new(Body::Upgrade(Box::new(session)));
     *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     let h = resp.headers_mut();
     h.insert(UPGRADE, HeaderValue::from_static("websocket"));

@@ -31,15 +31,20 @@ impl Hub {
 
     /// Adds topics to one open connection, from the connection itself (a WebSocket
     /// `subscribe`), replaying the new topics after `last_id` first when it is given.
-    /// Returns what the connection receives now.
+    /// `covered`: the topics the connection has every event of after a seq, whose events
+    /// are not replayed again. Returns what the connection receives now, and the seq after
+    /// which it has every event of the new topics.
     pub fn subscribe_more(
         &self,
         caller: &Caller,
         sub: &mut Subscription,
         topics: Vec<String>,
         last_id: Option<String>,
-    ) -> Result<Vec<String>, Error> {
-        self.inner.streams.add_topics(caller, sub, topics, last_id)
+        covered: Vec<(String, u64)>,
+    ) -> Result<(Vec<String>, u64), Error> {
+        self.inner
+            .streams
+            .add_topics(caller, sub, topics, last_id, covered)
     }
 
     /// Removes topics from one open connection, from the connection itself.

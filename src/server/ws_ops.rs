@@ -218,10 +218,20 @@ fn subscription(
 ) -> Result<Bytes, Error> {
     let session = &mut *conn.session;
     let now = if add {
-        conn.hub
-            .subscribe_more(&session.caller, &mut session.sub, topics, last_id)?
+        let covered = session.covered();
+        let (now, since) = conn.hub.subscribe_more(
+            &session.caller,
+            &mut session.sub,
+            topics.clone(),
+            last_id,
+            covered,
+        )?;
+        session.note(&topics, Some(since));
+        now
     } else {
-        conn.hub.unsubscribe_some(&session.sub, topics)?
+        let now = conn.hub.unsubscribe_some(&session.sub, topics.clone())?;
+        session.note(&topics, None);
+        now
     };
     Ok(reply.ack(json!({ "topics": now })))
 }

@@ -28,6 +28,7 @@ use crate::event::{Ending, Format};
 use crate::store::SharedLog;
 
 use replay::Replay;
+use replay::Skip;
 
 /// What a client asks of a stream, from whichever front door.
 #[derive(Debug, Clone)]
@@ -119,6 +120,18 @@ impl Subscription {
             slot = &mut r.then;
         }
         *slot = Some(Box::new(next));
+    }
+
+    /// The topics it opened with, and the seq after which it has (or will have, once its
+    /// replay is done) every event on them: where its replay starts, or the point it went
+    /// live (read now: later than its registration, which only ever leaves out less).
+    pub fn opening_cover(&self) -> (Vec<String>, u64) {
+        let since = match &self.replay {
+            Some(r) => r.start(),
+            None => self.broker.fanned_through(),
+        };
+        let topics = self.topics.split(',').filter(|t| !t.is_empty());
+        (topics.map(str::to_string).collect(), since)
     }
 
     /// The public connection id.

@@ -3,7 +3,7 @@
 use bytes::{Bytes, BytesMut};
 
 use super::replay::Replay;
-use super::{StreamRequest, Streams, Subscription};
+use super::{Skip, StreamRequest, Streams, Subscription};
 use crate::auth::Caller;
 use crate::broker::StreamSpec;
 use crate::error::Error;
@@ -127,14 +127,17 @@ impl Streams {
     /// `subscribe`), checked as at opening. With `last_id`, the new topics' events after it
     /// and up to the registration point are replayed (after any replay under way) before
     /// live events continue: no gap, no duplicate; a foreign or pruned id is a `reset` as at
-    /// opening. Returns what the connection receives now.
+    /// opening. `covered` are the topics the connection has every event of after a seq:
+    /// an event on one of those is not replayed again. Returns what the connection receives
+    /// now, and the seq after which it has every event of the new topics.
     pub fn add_topics(
         &self,
         caller: &Caller,
         sub: &mut Subscription,
         mut topics: Vec<String>,
         last_id: Option<String>,
-    ) -> Result<Vec<String>, Error> {
+        covered: Vec<(String, u64)>,
+    ) -> Result<(Vec<String>, u64), Error> {
         topic::dedup(&mut topics);
         if topics.is_empty() {
             return Err(Error::BadRequest("\"topics\" is empty".into()));
@@ -149,7 +152,12 @@ impl Streams {
                 after,
                 live_from,
                 last_id.clone().filter(|_| reset.is_none() && after > 0),
-            );
+            )
+            .skipping(Skip {
+                covered,
+                user: caller.user.clone(),
+                admin: caller.admin,
+            });
             if let Some(reason) = reset {
                 let reset = Control::Reset {
                     reason,
@@ -159,7 +167,7 @@ impl Streams {
             }
             sub.replay_after(replay);
         }
-        Ok(now)
+        Ok((now, after.map_or(live_from, |a| a.min(live_from))))
     }
 
     /// Removes topics from an open connection, from the connection itself.

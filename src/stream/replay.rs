@@ -42,6 +42,32 @@ pub(super) struct Replay {
     first: Option<Bytes>,
     /// What to replay after this one (the topics a WebSocket subscribed to meanwhile).
     pub then: Option<Box<Replay>>,
+    /// Events the connection has already, left out: those on one of these topics (or
+    /// patterns) after its seq (a WebSocket's replay of topics it adds).
+    skip: Option<Box<Skip>>,
+}
+
+/// The topics a connection has received every event of after a seq, and who it is (for
+/// what a pattern delivers).
+pub(super) struct Skip {
+    pub covered: Vec<(String, u64)>,
+    pub user: Option<String>,
+    pub admin: bool,
+}
+
+impl Skip {
+    /// Did the connection get `e` already, through a topic it had?
+    fn has(&self, e: &crate::event::Event) -> bool {
+        e.topics.iter().any(|t| {
+            crate::topic::visible_to(t, self.user.as_deref(), self.admin)
+                && self.covered.iter().any(|(c, since)| {
+                    e.seq > *since
+                        && (c == t
+                            || (c.contains('*')
+                                && crate::topic::Pattern::new(c).is_ok_and(|p| p.matches(t))))
+                })
+        })
+    }
 }
 
 impl Replay {
@@ -62,7 +88,21 @@ impl Replay {
             finished: false,
             first: None,
             then: None,
+            skip: None,
         }
+    }
+
+    /// The same replay, leaving out the events `skip` says the connection has.
+    pub fn skipping(mut self, skip: Skip) -> Replay {
+        if !skip.covered.is_empty() {
+            self.skip = Some(Box::new(skip));
+        }
+        self
+    }
+
+    /// Where the replay starts (the connection has every later event once it is done).
+    pub fn start(&self) -> u64 {
+        self.after
     }
 
     /// The same replay, with `first` sent before it (a `reset`).
@@ -113,6 +153,10 @@ impl Replay {
             }
             self.after = chunk.next_after;
             self.finished = chunk.done;
+            let mut chunk = chunk;
+            if let Some(skip) = &self.skip {
+                chunk.events.retain(|e| !skip.has(e));
+            }
             if !chunk.events.is_empty() {
                 counters
                     .replayed

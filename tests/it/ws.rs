@@ -858,3 +858,47 @@ async fn frames_sent_with_the_upgrade_request_are_not_lost() {
         json!({"type": "pong", "ref": "early"})
     );
 }
+
+/// Events on a topic the connection has and on one it adds with `last_event_id` are not
+/// replayed to it a second time; those on the new topic alone are; none is missed.
+#[tokio::test]
+async fn a_subscribe_replays_no_event_the_connection_has_already() {
+    let hub = TestHub::start().await;
+    let mut ws = Ws::open(hub.addr, "/ws?topic=old", &[]).await;
+    ws.connected().await;
+    let addr = hub.addr;
+    // Alternately on both topics and on the new one alone, while the subscribe happens.
+    let publisher = tokio::spawn(async move {
+        let mut ids = Vec::new();
+        for i in 0..200 {
+            let body = if i % 2 == 0 {
+                json!({"topics": ["old", "new"], "data": i.to_string()})
+            } else {
+                json!({"topic": "new", "data": i.to_string()})
+            };
+            let r = request(
+                addr,
+                "POST",
+                "/publish",
+                &[("content-type", "application/json")],
+                body.to_string().as_bytes(),
+            )
+            .await;
+            ids.push(r.json()["id"].as_str().unwrap().to_string());
+        }
+        ids
+    });
+    tokio::time::sleep(Duration::from_millis(40)).await;
+    let ack = ws
+        .call(&json!({"op": "subscribe", "topics": ["new"], "last_event_id": "earliest"}))
+        .await;
+    assert_eq!(ack["type"], "ack");
+    let ids = publisher.await.unwrap();
+    let events = ws.events_until_quiet(QUIET).await;
+    let mut got: Vec<&str> = events.iter().map(|e| e["id"].as_str().unwrap()).collect();
+    let n = got.len();
+    got.sort();
+    got.dedup();
+    assert_eq!(got.len(), n, "no event twice");
+    assert_eq!(got, ids, "every event on either topic");
+}
