@@ -33,6 +33,9 @@ pub enum Error {
     UnsupportedMediaType(String),
     #[error("{0}")]
     HeadersTooLarge(String),
+    /// A request that must be a WebSocket upgrade is not one (426).
+    #[error("{0}")]
+    UpgradeRequired(String),
     #[error("{message}")]
     TooManyRequests { message: String, retry_after: u64 },
     #[error("{message}")]
@@ -57,6 +60,7 @@ impl Error {
             Error::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Error::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Error::HeadersTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            Error::UpgradeRequired(_) => StatusCode::UPGRADE_REQUIRED,
             Error::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             Error::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
         }
@@ -77,6 +81,7 @@ impl Error {
             Error::PayloadTooLarge(_) => "payload_too_large",
             Error::UnsupportedMediaType(_) => "unsupported_media_type",
             Error::HeadersTooLarge(_) => "headers_too_large",
+            Error::UpgradeRequired(_) => "upgrade_required",
             Error::TooManyRequests { .. } => "too_many_requests",
             Error::Unavailable { .. } => "unavailable",
         }
@@ -96,6 +101,10 @@ impl Error {
         match self {
             Error::MethodNotAllowed { allow, .. } => vec![("allow", (*allow).to_string())],
             Error::Unauthorized(_) => vec![("www-authenticate", "Bearer realm=\"runnel\"".into())],
+            Error::UpgradeRequired(_) => vec![
+                ("upgrade", "websocket".into()),
+                ("sec-websocket-version", "13".into()),
+            ],
             Error::TooManyRequests { retry_after, .. } => {
                 vec![("retry-after", retry_after.to_string())]
             }

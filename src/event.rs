@@ -8,6 +8,8 @@ use bytes::Bytes;
 use serde_json::{Value, json};
 
 use crate::sse;
+use crate::topic::Pattern;
+use crate::ws;
 
 /// An event to publish, validated (from any front door).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,20 +44,28 @@ pub enum Format {
     /// SSE whose data is `{"topics": [...], "data": "..."}` (`envelope=1`), for browsers,
     /// whose `EventSource` hides the `topic:` fields.
     SseEnvelope,
+    /// WebSocket text frames, one JSON object each (SPEC §5.8); the heartbeat is a ping.
+    Ws,
 }
 
 impl Format {
     /// How many formats there are (the size of an event's encoding cache).
-    const COUNT: usize = 2;
+    const COUNT: usize = 3;
 
     /// What a stream of this format sends before anything else.
     pub fn opening(self, retry_ms: u64) -> Bytes {
-        sse::retry_frame(retry_ms)
+        match self {
+            Format::Sse | Format::SseEnvelope => sse::retry_frame(retry_ms),
+            Format::Ws => Bytes::new(),
+        }
     }
 
     /// What an idle stream of this format sends every heartbeat.
     pub fn keepalive(self) -> Bytes {
-        sse::keepalive()
+        match self {
+            Format::Sse | Format::SseEnvelope => sse::keepalive(),
+            Format::Ws => ws::ping_frame(),
+        }
     }
 }
 
@@ -126,8 +136,58 @@ impl Event {
                         &wrapped.to_string(),
                     )
                 }
+                Format::Ws => self.ws_frame(&self.topics),
             })
             .clone()
+    }
+
+    /// The event in a stream's format, for a stream that receives `receives` (topics and
+    /// patterns): over WebSocket, `topics` names only those of the event's topics the
+    /// connection receives. Only an event on several topics, reaching a connection that
+    /// does not receive them all, gets an encoding of its own; every other one shares
+    /// [`Event::encoded`].
+    pub fn encoded_for(&self, format: Format, receives: Option<&[String]>) -> Bytes {
+        let (Format::Ws, Some(receives), [_, _, ..]) = (format, receives, &self.topics[..]) else {
+            return self.encoded(format);
+        };
+        let received = |t: &str| {
+            receives
+                .iter()
+                .any(|r| r == t || (r.contains('*') && Pattern::new(r).is_ok_and(|p| p.matches(t))))
+        };
+        let kept: Vec<String> = self
+            .topics
+            .iter()
+            .filter(|t| received(t))
+            .cloned()
+            .collect();
+        if kept.len() == self.topics.len() || kept.is_empty() {
+            return self.encoded(format);
+        }
+        self.ws_frame(&kept)
+    }
+
+    /// `{"type": "event", "id", "event"?, "topics", "data"}` in a text frame; `data` is the
+    /// JSON value as published (its compact text is inlined, not parsed again).
+    fn ws_frame(&self, topics: &[String]) -> Bytes {
+        let quote = |s: &str| Value::String(s.to_string()).to_string();
+        let mut j = String::with_capacity(self.data.len() + self.id.len() + 64);
+        j.push_str("{\"type\":\"event\",\"id\":");
+        j.push_str(&quote(&self.id));
+        if let Some(e) = &self.event {
+            j.push_str(",\"event\":");
+            j.push_str(&quote(e));
+        }
+        j.push_str(",\"topics\":");
+        j.push_str(&serde_json::to_string(topics).unwrap_or_else(|_| "[]".into()));
+        j.push_str(",\"data\":");
+        if self.json {
+            j.push_str(&self.data);
+        } else {
+            j.push_str(&quote(&self.data));
+        }
+        j.push('}');
+        ws::text_frame(j.as_bytes())
     }
 
     /// About the bytes of the event on the wire (to bound joined writes and reads).
@@ -261,10 +321,37 @@ impl Control {
         }
     }
 
-    /// The message in a stream's format.
+    /// The message in a stream's format. Over WebSocket, `{"type": name, ...data}`, and
+    /// for the messages that end a connection, the close frame with its code after it.
     pub fn encode(&self, format: Format) -> Bytes {
         match format {
             Format::Sse | Format::SseEnvelope => sse::control_frame(self.name(), &self.data()),
+            Format::Ws => {
+                let mut v = self.data();
+                if let Value::Object(m) = &mut v {
+                    m.shift_insert(0, "type".into(), Value::from(self.name()));
+                }
+                let text = v.to_string();
+                match self.close_code() {
+                    Some((code, why)) => ws::text_then_close(text.as_bytes(), code, why),
+                    None => ws::text_frame(text.as_bytes()),
+                }
+            }
+        }
+    }
+
+    /// The WebSocket close code (and reason) that follows a message ending the connection.
+    fn close_code(&self) -> Option<(u16, &'static str)> {
+        match self {
+            Control::Connected { .. } | Control::Reset { .. } => None,
+            Control::Shutdown => Some((ws::close::RESTART, "shutdown")),
+            Control::Closed(r) => Some(match r {
+                CloseReason::SlowReader => (ws::close::TRY_AGAIN_LATER, r.as_str()),
+                CloseReason::TokenExpired => (ws::close::POLICY, r.as_str()),
+                CloseReason::Replaced | CloseReason::ClosedByAdmin => {
+                    (ws::close::NORMAL, r.as_str())
+                }
+            }),
         }
     }
 }
@@ -324,5 +411,72 @@ mod tests {
             &env[..],
             &b"id: 1\nevent: up\nretry: 5\ndata: {\"topics\":[\"a\",\"b/c\"],\"data\":\"x\\ny\"}\n\n"[..]
         );
+    }
+
+    /// The WebSocket payload of a frame the hub built (unmasked, one frame).
+    fn ws_text(frame: &[u8]) -> &str {
+        let (at, len) = match frame[1] {
+            126 => (4, usize::from(u16::from_be_bytes([frame[2], frame[3]]))),
+            n => (2, usize::from(n)),
+        };
+        std::str::from_utf8(&frame[at..at + len]).unwrap()
+    }
+
+    #[test]
+    fn websocket_events_are_json_messages_shared_unless_topics_differ() {
+        let mut ev = event("x\ny");
+        let f = ev.encoded(Format::Ws);
+        assert_eq!(f[0], 0x81, "a final text frame");
+        assert_eq!(
+            ws_text(&f),
+            r#"{"type":"event","id":"1","event":"up","topics":["a","b/c"],"data":"x\ny"}"#
+        );
+        let all = ["a".to_string(), "b/*".to_string()];
+        let shared = ev.encoded_for(Format::Ws, Some(&all));
+        assert_eq!(shared.as_ptr(), f.as_ptr(), "receives them all: shared");
+        let one = ev.encoded_for(Format::Ws, Some(&["a".to_string()]));
+        assert!(ws_text(&one).contains(r#""topics":["a"],"#));
+        assert_eq!(
+            ev.encoded_for(Format::Sse, Some(&["a".to_string()])),
+            ev.encoded(Format::Sse)
+        );
+        ev = event(r#"{"k":[1,2]}"#);
+        ev.json = true;
+        assert!(ws_text(&ev.encoded(Format::Ws)).ends_with(r#""data":{"k":[1,2]}}"#));
+    }
+
+    #[test]
+    fn websocket_endings_carry_their_close_codes() {
+        let f = Control::Closed(CloseReason::SlowReader).encode(Format::Ws);
+        let text = ws_text(&f);
+        assert!(
+            text.starts_with(r#"{"type":"closed","reason":"slow_reader""#),
+            "{text}"
+        );
+        let close = &f[2 + text.len()..];
+        assert_eq!(close[0], 0x88);
+        assert_eq!(&close[2..4], &1013u16.to_be_bytes());
+        for (c, code) in [
+            (Control::Shutdown, 1012u16),
+            (Control::Closed(CloseReason::TokenExpired), 1008),
+            (Control::Closed(CloseReason::ClosedByAdmin), 1000),
+            (Control::Closed(CloseReason::Replaced), 1000),
+        ] {
+            let f = c.encode(Format::Ws);
+            let close = &f[2 + ws_text(&f).len()..];
+            assert_eq!(&close[2..4], &code.to_be_bytes(), "{c:?}");
+        }
+        let reset = Control::Reset {
+            reason: ResetReason::UnknownId,
+            last_event_id: None,
+        };
+        let f = reset.encode(Format::Ws);
+        assert_eq!(
+            ws_text(&f),
+            r#"{"type":"reset","reason":"unknown_id","last_event_id":null}"#
+        );
+        assert_eq!(f.len(), 2 + ws_text(&f).len(), "no close after a reset");
+        assert_eq!(&Format::Ws.keepalive()[..], &[0x89, 0]);
+        assert!(Format::Ws.opening(100).is_empty());
     }
 }

@@ -20,7 +20,8 @@
 //! - [`message`]: publish and notify request bodies → validated events.
 //! - Leaves, which import nothing of the hub: `event` (events, the hub's own messages and
 //!   their wire formats), [`sse`] (framing and a parser), [`topic`], [`config`] (and its
-//!   value types), [`error`], `idempotency`, [`shutdown`], `time`, `random`.
+//!   value types), [`error`], `idempotency`, [`shutdown`], `time`, `random`, `ws`
+//!   (WebSocket frames the hub sends).
 
 #![warn(clippy::too_many_lines)]
 
@@ -45,3 +46,4 @@ pub(crate) mod stream;
 pub(crate) mod time;
 pub mod tls;
 pub mod topic;
+pub(crate) mod ws;

@@ -17,6 +17,13 @@
 //   no sooner than the hub's Retry-After). It resumes after the last
 //   event it saw, so nothing is missed and nothing repeats;
 // - session helpers (POST /subscribe, /unsubscribe) and a publish helper.
+//
+// With `transport: "websocket"` the same handlers are fed from GET /ws instead: events,
+// `open`, `reset`, `closed`, `shutdown` alike. `publish()`, `subscribe()` and
+// `unsubscribe()` then go over the socket (answered in order, the hub's error as a
+// RunnelError); subscribe and unsubscribe change this connection (and are named again on
+// every reconnect). Reconnects are the same: the same probe, backoff and exact resume after
+// the last id seen; an event seen already (by id) is not handed on twice.
 
 // The hub's control events, and the names of this client's own notifications: neither is
 // an event type to listen for on the stream.
@@ -52,6 +59,7 @@ export class Runnel {
    * @param {number} [o.minRetry]       first reconnect delay in ms (doubles up to maxRetry)
    * @param {number} [o.maxRetry]
    * @param {boolean} [o.start]         connect at once (default true)
+   * @param {string} [o.transport]      "sse" (default) or "websocket"
    */
   constructor(o = {}) {
     this.url = (o.url || "").replace(/\/+$/, "");
@@ -71,6 +79,11 @@ export class Runnel {
     this._timer = null;
     this._delay = this.minRetry;
     this._gen = 0;
+    this.transport = o.transport === "websocket" ? "websocket" : "sse";
+    this._ws = null;
+    this._pending = new Map();
+    this._ref = 0;
+    this._seen = new Set();
     if (o.start !== false) this.connect();
   }
 
@@ -171,6 +184,10 @@ export class Runnel {
       return;
     }
     if (gen !== this._gen) return;
+    if (this.transport === "websocket") {
+      this._openSocket(gen, token);
+      return;
+    }
     const url = this._streamUrl({ token, last_event_id: this.lastEventId });
     const es = new EventSource(url, { withCredentials: this.withCredentials });
     this._es = es;
@@ -214,6 +231,104 @@ export class Runnel {
       if (m.lastEventId) this.lastEventId = m.lastEventId;
       this._emit(type, toEvent(type, m, this.envelope));
     });
+  }
+
+  /** GET /ws: the same stream as JSON messages, and answers to what this client sends. */
+  _openSocket(gen, token) {
+    const q = new URLSearchParams();
+    for (const t of this.topics) q.append("topic", t);
+    if (token) q.set("token", token);
+    if (this.lastEventId) q.set("last_event_id", this.lastEventId);
+    const base = new URL(this.url || location.origin, location.href);
+    base.protocol = base.protocol === "https:" ? "wss:" : "ws:";
+    const s = q.toString();
+    const ws = new WebSocket(`${base.origin}${base.pathname.replace(/\/+$/, "")}/ws${s ? "?" + s : ""}`);
+    this._ws = ws;
+    ws.onmessage = (m) => {
+      if (gen !== this._gen) return;
+      let msg;
+      try {
+        msg = JSON.parse(m.data);
+      } catch {
+        return;
+      }
+      this._onMessage(msg);
+    };
+    ws.onclose = () => {
+      if (gen !== this._gen) return;
+      this._ws = null;
+      this._rejectPending(new RunnelError("the connection closed before the answer"));
+      this._dropped();
+    };
+  }
+
+  _onMessage(msg) {
+    switch (msg.type) {
+      case "connected":
+        this.connectionId = msg.connection_id;
+        this.user = msg.user;
+        this._delay = this.minRetry;
+        this._setState("open");
+        this._emit("open", msg);
+        return;
+      case "event": {
+        if (this._seen.has(msg.id)) return;
+        this._seen.add(msg.id);
+        if (this._seen.size > 1000) this._seen.delete(this._seen.values().next().value);
+        this.lastEventId = msg.id;
+        const type = msg.event || "message";
+        const text = typeof msg.data === "string" ? msg.data : JSON.stringify(msg.data);
+        this._emit(type, { id: msg.id, type, data: msg.data, text, topics: msg.topics });
+        return;
+      }
+      case "reset":
+      case "shutdown":
+        this._emit(msg.type, msg);
+        return;
+      case "closed":
+        this._emit("closed", msg);
+        if (msg.reason === "replaced" || msg.reason === "closed_by_admin") this.close();
+        return;
+      case "ack":
+      case "error":
+      case "pong": {
+        const p = this._pending.get(msg.ref);
+        if (!p) return;
+        this._pending.delete(msg.ref);
+        clearTimeout(p.timer);
+        if (msg.type === "error") {
+          const st = { unauthorized: 401, forbidden: 403 }[msg.error.code] || 400;
+          p.reject(new RunnelError(msg.error.message, st, msg.error.code));
+        } else {
+          p.resolve(msg.type === "ack" ? msg.result : msg);
+        }
+      }
+    }
+  }
+
+  /** Sends one message over the socket and waits for its answer (10 s at most). */
+  _call(message) {
+    const ws = this._ws;
+    if (!ws || ws.readyState !== WebSocket.OPEN) {
+      return Promise.reject(new RunnelError("not connected"));
+    }
+    const ref = `r${++this._ref}`;
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this._pending.delete(ref);
+        reject(new RunnelError("no answer from the hub"));
+      }, 10000);
+      this._pending.set(ref, { resolve, reject, timer });
+      ws.send(JSON.stringify({ ...message, ref }));
+    });
+  }
+
+  _rejectPending(err) {
+    for (const p of this._pending.values()) {
+      clearTimeout(p.timer);
+      p.reject(err);
+    }
+    this._pending.clear();
   }
 
   /** The stream failed: probe before reconnecting. */
@@ -285,11 +400,22 @@ export class Runnel {
   /** Adds topics. A signed-in user's session gets them (every open stream, and later
    *  ones); an anonymous stream is named by its connection id. */
   async subscribe(topics) {
+    if (this.transport === "websocket") return this._socketTopics(topics, true);
     return this._session("/subscribe", topics, true);
   }
 
   async unsubscribe(topics) {
+    if (this.transport === "websocket") return this._socketTopics(topics, false);
     return this._session("/unsubscribe", topics, false);
+  }
+
+  /** Over a WebSocket: this connection's topics, named again on the next connect. */
+  async _socketTopics(topics, add) {
+    const r = await this._call({ op: add ? "subscribe" : "unsubscribe", topics });
+    this.topics = add
+      ? [...new Set([...this.topics, ...topics])]
+      : this.topics.filter((t) => !topics.includes(t));
+    return r;
   }
 
   async _session(path, topics, add) {
@@ -305,8 +431,14 @@ export class Runnel {
     return r;
   }
 
-  /** POST /publish with `message` ({topic|topics|user|broadcast, event, data, ...}). */
+  /** Publishes `message` ({topic|topics|user|broadcast, event, data, ...}, or an array of
+   *  them as one atomic batch): POST /publish, or over the WebSocket. */
   async publish(message) {
+    // Over the socket when it is open; otherwise (reconnecting) as a POST.
+    if (this.transport === "websocket" && this._ws?.readyState === WebSocket.OPEN) {
+      const body = Array.isArray(message) ? { events: message } : message;
+      return this._call({ op: "publish", ...body });
+    }
     return this.request("POST", "/publish", message);
   }
 
@@ -316,6 +448,9 @@ export class Runnel {
     clearTimeout(this._timer);
     this._es?.close();
     this._es = null;
+    this._ws?.close();
+    this._ws = null;
+    this._rejectPending(new RunnelError("closed"));
     this._setState("closed");
   }
 }

@@ -1,6 +1,6 @@
 //! runnel's load generator: `cargo bench --bench load -- <scenario> [options]`.
 //!
-//! It speaks HTTP/1.1 and SSE, plain or over TLS, to any hub (`--url`, `--sub-path`,
+//! It speaks HTTP/1.1 and SSE (or WebSocket, `--ws`), plain or over TLS, to any hub (`--url`, `--sub-path`,
 //! `--pub-path`, `--pub-body`, `--ca`), or starts runnel itself (`--spawn`, with `--tls` for
 //! HTTPS) with a fresh data directory. Many
 //! streams run on few threads (tokio). Each event carries `<seq> <send time>` in its data.
@@ -103,6 +103,10 @@ struct Opts {
     /// With --spawn: serve HTTPS (a fresh self-signed certificate), and speak TLS to it.
     #[arg(long)]
     tls: bool,
+    /// Subscribe over WebSocket (`GET /ws?topic={topic}` unless --sub-path says otherwise):
+    /// the same events as JSON text frames; pings are answered.
+    #[arg(long)]
+    ws: bool,
     /// With an https:// --url: PEM certificates to trust.
     #[arg(long, value_name = "FILE")]
     ca: Option<std::path::PathBuf>,
@@ -121,7 +125,10 @@ enum Scenario {
 fn main() {
     // `cargo bench` passes `--bench`; drop it.
     let args: Vec<String> = std::env::args().filter(|a| a != "--bench").collect();
-    let opts = Opts::parse_from(args);
+    let mut opts = Opts::parse_from(args);
+    if opts.ws && opts.sub_path == "/events?topic={topic}" {
+        opts.sub_path = "/ws?topic={topic}".into();
+    }
     server::raise_fd_limit();
     clock::epoch();
     if opts.scenario == Scenario::Startup {

@@ -1,4 +1,5 @@
-//! HTTP: SSE readers, which dechunk the stream and parse the `<seq> <ns>` data lines.
+//! HTTP: SSE readers, which dechunk the stream and parse the `<seq> <ns>` data lines; with
+//! `--ws`, WebSocket readers, which unframe JSON text frames and answer pings.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -21,6 +22,10 @@ pub struct SseReader {
     cur_id: Option<String>,
     /// Events that arrived with the opening frames (a resumed stream's replay often does).
     early: Vec<(u64, u64, Option<String>)>,
+    /// A WebSocket (`--ws`): `buf` holds frames, not chunks.
+    ws: bool,
+    /// Pings read and not answered yet.
+    pings: usize,
 }
 
 impl SseReader {
@@ -32,9 +37,18 @@ impl SseReader {
         last_id: Option<&str>,
     ) -> SseReader {
         let mut stream = dial(addr).await;
-        let mut req =
-            format!("GET {path} HTTP/1.1\r\nhost: {addr}\r\naccept: text/event-stream\r\n");
-        if let Some(id) = last_id {
+        let mut req = if opts.ws {
+            let sep = if path.contains('?') { '&' } else { '?' };
+            let resume = last_id.map_or(String::new(), |id| format!("{sep}last_event_id={id}"));
+            format!(
+                "GET {path}{resume} HTTP/1.1\r\nhost: {addr}\r\nupgrade: websocket\r\n\
+                 connection: Upgrade\r\nsec-websocket-version: 13\r\n\
+                 sec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+            )
+        } else {
+            format!("GET {path} HTTP/1.1\r\nhost: {addr}\r\naccept: text/event-stream\r\n")
+        };
+        if let (Some(id), false) = (last_id, opts.ws) {
             req.push_str(&format!("last-event-id: {id}\r\n"));
         }
         for h in &opts.headers {
@@ -57,7 +71,12 @@ impl SseReader {
             buf.extend_from_slice(&chunk[..n]);
         };
         let head = String::from_utf8_lossy(&buf[..end]).to_string();
-        assert!(head.starts_with("HTTP/1.1 200"), "stream refused: {head}");
+        let ok = if opts.ws {
+            "HTTP/1.1 101"
+        } else {
+            "HTTP/1.1 200"
+        };
+        assert!(head.starts_with(ok), "stream refused: {head}");
         let rest = buf[end + 4..].to_vec();
         let chunked = head
             .lines()
@@ -70,6 +89,8 @@ impl SseReader {
             line: Vec::with_capacity(256),
             cur_id: None,
             early: Vec::new(),
+            ws: opts.ws,
+            pings: 0,
         };
         // Consume until the `connected` event.
         let mut pending = rest;
@@ -94,6 +115,10 @@ impl SseReader {
 
     /// Dechunks and parses; calls `f` for events.
     fn feed(&mut self, bytes: &[u8], f: &mut impl FnMut(Event<'_>, Option<&str>)) {
+        if self.ws {
+            self.unframe(bytes, f);
+            return;
+        }
         if !self.chunked {
             self.parse(bytes, f);
             return;
@@ -172,6 +197,65 @@ impl SseReader {
         }
     }
 
+    /// WebSocket frames from the hub (never masked): JSON text messages, and pings to answer.
+    fn unframe(&mut self, bytes: &[u8], f: &mut impl FnMut(Event<'_>, Option<&str>)) {
+        self.buf.extend_from_slice(bytes);
+        let mut at = 0;
+        while self.buf.len() - at >= 2 {
+            let b = &self.buf[at..];
+            let (len, head) = match b[1] & 0x7f {
+                126 if b.len() >= 4 => (u16::from_be_bytes([b[2], b[3]]) as usize, 4),
+                127 if b.len() >= 10 => (
+                    u64::from_be_bytes(b[2..10].try_into().unwrap()) as usize,
+                    10,
+                ),
+                126 | 127 => break,
+                n => (n as usize, 2),
+            };
+            if b.len() < head + len {
+                break;
+            }
+            let payload = &b[head..head + len];
+            match b[0] & 0x0f {
+                1 => {
+                    let v: serde_json::Value = serde_json::from_slice(payload).unwrap_or_default();
+                    match v["type"].as_str() {
+                        Some("event") => {
+                            let mut it = v["data"].as_str().unwrap_or("").split(' ');
+                            let seq = it.next().and_then(|s| s.parse().ok());
+                            let ns = it.next().and_then(|s| s.parse().ok());
+                            if let (Some(seq), Some(ns)) = (seq, ns) {
+                                f(Event::Data(seq, ns), v["id"].as_str());
+                            }
+                        }
+                        Some(name) => f(Event::Named(name), None),
+                        None => {}
+                    }
+                }
+                9 => self.pings += 1,
+                _ => {}
+            }
+            at += head + len;
+        }
+        self.buf.drain(..at);
+    }
+
+    /// Answers the pings read so far (masked pongs with a zero key).
+    async fn pong(&mut self) -> bool {
+        while self.pings > 0 {
+            self.pings -= 1;
+            if self
+                .stream
+                .write_all(&[0x8a, 0x80, 0, 0, 0, 0])
+                .await
+                .is_err()
+            {
+                return false;
+            }
+        }
+        true
+    }
+
     /// Reads until `stop` says so or the connection ends.
     pub async fn run(mut self, tally: &mut Tally, mut stop: impl FnMut(&Tally) -> bool) {
         for (seq, ns, id) in std::mem::take(&mut self.early) {
@@ -194,6 +278,9 @@ impl SseReader {
                     }
                 }
             });
+            if !self.pong().await {
+                return;
+            }
         }
     }
 }

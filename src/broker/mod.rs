@@ -101,6 +101,8 @@ pub(crate) struct StreamSpec {
     pub topics: Vec<String>,
     /// When the stream's credential expires (Unix ms).
     pub expires_at: Option<u64>,
+    /// A WebSocket connection rather than an SSE stream.
+    pub ws: bool,
 }
 
 /// What a stream registration returns.
@@ -121,12 +123,17 @@ pub(crate) struct ConnectionInfo {
     pub topics: Vec<String>,
     pub connected_at: u64,
     pub queued: usize,
+    /// A WebSocket connection rather than an SSE stream.
+    pub ws: bool,
 }
 
 /// Counts for `/stats`.
 #[derive(Debug, Clone)]
 pub(crate) struct BrokerSnapshot {
+    /// Open streams and WebSocket connections.
     pub connections: usize,
+    /// Of which WebSocket connections.
+    pub websockets: usize,
     pub users: usize,
     pub subscriptions: usize,
     pub per_topic: Vec<(String, usize)>,
@@ -223,6 +230,7 @@ impl Broker {
             ip,
             topics: Vec::new(),
             expires_at: None,
+            ws: false,
         };
         self.admit(&self.registry(), &spec).map(drop)
     }
@@ -410,6 +418,7 @@ impl Broker {
                 topics: e.topics.clone(),
                 connected_at: e.sub.connected_at,
                 queued: e.sub.queued(),
+                ws: e.sub.ws,
             })
             .collect();
         v.sort_by_key(|c| c.connected_at);
@@ -432,6 +441,7 @@ impl Broker {
         per_topic.sort();
         BrokerSnapshot {
             connections: reg.streams.len(),
+            websockets: reg.streams.values().filter(|e| e.sub.ws).count(),
             users: reg.by_user.len(),
             subscriptions: reg.streams.values().map(|e| e.topics.len()).sum(),
             per_topic,

@@ -23,9 +23,9 @@ pub(crate) enum Item {
 }
 
 impl Item {
-    fn encode(&self, format: Format) -> Bytes {
+    fn encode(&self, format: Format, receives: Option<&[String]>) -> Bytes {
         match self {
-            Item::Event(e) => e.encoded(format),
+            Item::Event(e) => e.encoded_for(format, receives),
             Item::Keepalive => format.keepalive(),
         }
     }
@@ -60,6 +60,8 @@ pub(crate) struct Subscriber {
     pub connected_at: u64,
     /// Unix time in ms when the credential expires: the stream ends then.
     pub expires_at: Option<u64>,
+    /// A WebSocket connection (SPEC §5.8) rather than an SSE stream.
+    pub ws: bool,
     queue: Mutex<Queue>,
 }
 
@@ -73,6 +75,9 @@ struct Queue {
     last_write_ms: u64,
     /// How the hub ended the stream, if it did.
     ended: Option<Ending>,
+    /// What a WebSocket connection receives (kept by the registry), so that an event on
+    /// several topics names only those it receives. `None` for SSE streams.
+    receives: Option<Arc<[String]>>,
 }
 
 enum State {
@@ -97,6 +102,7 @@ impl Subscriber {
             ip: spec.ip,
             connected_at,
             expires_at: spec.expires_at,
+            ws: spec.ws,
             queue: Mutex::new(Queue {
                 items: VecDeque::new(),
                 waker: None,
@@ -104,6 +110,7 @@ impl Subscriber {
                 last_seq: 0,
                 last_write_ms: now_ms,
                 ended: None,
+                receives: None,
             }),
         }
     }
@@ -203,6 +210,18 @@ impl Subscriber {
         self.lock().ended
     }
 
+    /// What the stream receives now, for a WebSocket connection (the registry sets it).
+    pub(super) fn set_receives(&self, topics: &[String]) {
+        if self.ws {
+            self.lock().receives = Some(topics.into());
+        }
+    }
+
+    /// What a WebSocket connection receives now (`None` for SSE).
+    pub fn receives(&self) -> Option<Arc<[String]>> {
+        self.lock().receives.clone()
+    }
+
     /// The next bytes to write in `format`: every waiting item joined into one write (up to
     /// 64 KiB), the final message, or the end; `sent` counts the events in them. Registers the
     /// waker when there is nothing.
@@ -227,19 +246,21 @@ impl Subscriber {
             }
             // Encoding happens outside the lock: fan-out must not wait on it.
             let rest: Vec<Item> = q.items.drain(..n).collect();
+            let receives = q.receives.clone();
             drop(q);
+            let receives = receives.as_deref();
             *sent += std::iter::once(&first)
                 .chain(&rest)
                 .filter(|i| matches!(i, Item::Event(_)))
                 .count() as u64;
-            let first = first.encode(format);
+            let first = first.encode(format, receives);
             if rest.is_empty() {
                 return Poll::Ready(Some(first));
             }
             let mut buf = BytesMut::with_capacity(size + size / 4);
             buf.extend_from_slice(&first);
             for it in rest {
-                buf.extend_from_slice(&it.encode(format));
+                buf.extend_from_slice(&it.encode(format, receives));
             }
             return Poll::Ready(Some(buf.freeze()));
         }

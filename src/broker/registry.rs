@@ -64,6 +64,7 @@ impl Registry {
         for t in &topics {
             self.subscribe(t, &sub);
         }
+        sub.set_receives(&topics);
         self.streams.insert(sub.key, Entry { sub, topics, base });
     }
 
@@ -110,6 +111,7 @@ impl Registry {
                 added.push(t.clone());
             }
         }
+        sub.set_receives(&e.topics);
         for t in &added {
             self.subscribe(t, &sub);
         }
@@ -132,6 +134,7 @@ impl Registry {
                 removed.push(t.clone());
             }
         }
+        e.sub.set_receives(&e.topics);
         for t in &removed {
             self.unsubscribe(t, key);
         }

@@ -1,7 +1,8 @@
 //! Dynamic subscriptions (SPEC §5.4): a user's session, which all the user's streams follow,
 //! and the topics of one stream named by its connection id.
 
-use super::Broker;
+use super::registry::Registry;
+use super::{Broker, Subscriber};
 use crate::error::Error;
 use crate::topic;
 
@@ -55,9 +56,34 @@ impl Broker {
 
     /// Adds topics to one stream, found by its connection id. Returns the stream's topics.
     pub fn stream_subscribe(&self, id: &str, topics: &[String]) -> Result<Vec<String>, Error> {
-        let max = self.inner.limits.max_topics;
         let mut reg = self.registry();
         let key = reg.key_of(id).ok_or_else(|| no_stream(id))?;
+        self.add_to_stream(&mut reg, key, topics)
+    }
+
+    /// Adds topics to one connection from the connection itself (a WebSocket `subscribe`).
+    /// Returns its topics and the registration point: every event after it on the new topics
+    /// arrives live, the ones up to it are for a replay.
+    pub fn connection_subscribe(
+        &self,
+        sub: &Subscriber,
+        topics: &[String],
+    ) -> Result<(Vec<String>, u64), Error> {
+        let mut reg = self.registry();
+        if !reg.streams.contains_key(&sub.key) {
+            return Err(ended());
+        }
+        let now = self.add_to_stream(&mut reg, sub.key, topics)?;
+        Ok((now, reg.fanned_through))
+    }
+
+    fn add_to_stream(
+        &self,
+        reg: &mut Registry,
+        key: u64,
+        topics: &[String],
+    ) -> Result<Vec<String>, Error> {
+        let max = self.inner.limits.max_topics;
         let e = &reg.streams[&key];
         let named = e.base.len().saturating_sub(2)
             + topics.iter().filter(|t| !e.topics.contains(t)).count();
@@ -74,19 +100,20 @@ impl Broker {
     pub fn stream_unsubscribe(&self, id: &str, topics: &[String]) -> Result<Vec<String>, Error> {
         let mut reg = self.registry();
         let key = reg.key_of(id).ok_or_else(|| no_stream(id))?;
-        let sub = &reg.streams[&key].sub;
-        let own = sub.user.as_deref().map(topic::personal_topic);
-        if let Some(t) = topics
-            .iter()
-            .find(|t| *t == topic::BROADCAST || Some(t.as_str()) == own.as_deref())
-        {
-            return Err(Error::BadRequest(format!(
-                "{t:?} cannot be unsubscribed: every stream receives the broadcast and its \
-                 user's personal topic"
-            )));
+        remove_from_stream(&mut reg, key, topics)
+    }
+
+    /// Removes topics from one connection, from the connection itself.
+    pub fn connection_unsubscribe(
+        &self,
+        sub: &Subscriber,
+        topics: &[String],
+    ) -> Result<Vec<String>, Error> {
+        let mut reg = self.registry();
+        if !reg.streams.contains_key(&sub.key) {
+            return Err(ended());
         }
-        reg.remove_topics(key, topics, true);
-        Ok(reg.streams[&key].topics.clone())
+        remove_from_stream(&mut reg, sub.key, topics)
     }
 
     /// True if the stream with this id belongs to `user`.
@@ -107,6 +134,30 @@ impl Broker {
             by_user.contains_key(user) || now_ms.saturating_sub(s.touched_ms) < ttl
         });
     }
+}
+
+fn remove_from_stream(
+    reg: &mut Registry,
+    key: u64,
+    topics: &[String],
+) -> Result<Vec<String>, Error> {
+    let sub = &reg.streams[&key].sub;
+    let own = sub.user.as_deref().map(topic::personal_topic);
+    if let Some(t) = topics
+        .iter()
+        .find(|t| *t == topic::BROADCAST || Some(t.as_str()) == own.as_deref())
+    {
+        return Err(Error::BadRequest(format!(
+            "{t:?} cannot be unsubscribed: every stream receives the broadcast and its \
+             user's personal topic"
+        )));
+    }
+    reg.remove_topics(key, topics, true);
+    Ok(reg.streams[&key].topics.clone())
+}
+
+fn ended() -> Error {
+    Error::unavailable("this connection is ending")
 }
 
 fn no_stream(id: &str) -> Error {

@@ -17,6 +17,7 @@ fn spec(user: Option<&str>, expires_at: Option<u64>) -> StreamSpec {
         ip: std::net::Ipv4Addr::LOCALHOST.into(),
         topics: vec!["t".into()],
         expires_at,
+        ws: false,
     }
 }
 

@@ -20,10 +20,12 @@ use crate::error::Error;
 use crate::hub::Hub;
 use crate::stream::Subscription;
 
-/// A response body: a complete buffer, or an event stream.
+/// A response body: a complete buffer, an event stream, or an accepted WebSocket (for the
+/// server's own connection path, which alone can upgrade; hyper never gets one).
 pub(crate) enum Body {
     Full(Option<Bytes>),
     Stream(Subscription),
+    Upgrade(Box<super::WsSession>),
 }
 
 impl http_body::Body for Body {
@@ -37,11 +39,12 @@ impl http_body::Body for Body {
         match self.get_mut() {
             Body::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
             Body::Stream(s) => s.poll_next(cx).map(|b| b.map(|b| Ok(Frame::data(b)))),
+            Body::Upgrade(_) => Poll::Ready(None),
         }
     }
 
     fn is_end_stream(&self) -> bool {
-        matches!(self, Body::Full(None))
+        matches!(self, Body::Full(None) | Body::Upgrade(_))
     }
 
     fn size_hint(&self) -> SizeHint {
@@ -49,6 +52,7 @@ impl http_body::Body for Body {
             Body::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
             Body::Full(None) => SizeHint::with_exact(0),
             Body::Stream(_) => SizeHint::default(),
+            Body::Upgrade(_) => SizeHint::with_exact(0),
         }
     }
 }

@@ -8,8 +8,8 @@
 //!
 //! - `router`: paths and methods; `body`: request and response bodies and their helpers;
 //! - one file per group of handlers: `events`, `history`, `publish`, `session`
-//!   (subscriptions, exchange tokens, the cookie), `ops`, `assets`; `cors`: preflight and
-//!   headers.
+//!   (subscriptions, exchange tokens, the cookie), `ops`, `assets`, `ws` (the WebSocket
+//!   handshake); `cors`: preflight and headers.
 
 mod assets;
 mod body;
@@ -20,6 +20,7 @@ mod ops;
 mod publish;
 mod router;
 mod session;
+mod ws;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -30,6 +31,7 @@ use http::request::Parts;
 use http::{Method, Request, Response};
 
 pub(crate) use body::{Body, ReqBody, error_response};
+pub(crate) use ws::{OwnConnection, WsSession};
 
 use crate::auth::Caller;
 use crate::error::Error;
@@ -59,7 +61,8 @@ pub(crate) async fn handle(hub: Hub, mut req: Req, peer: SocketAddr) -> Result<R
     // CORS headers go on every answer to an allowed origin, errors included, so the page
     // can read them.
     let cors_origin = cors::allowed_origin(&hub, &req);
-    let spends_exchange = req.method() == Method::GET && req.uri().path().starts_with("/events");
+    let spends_exchange = req.method() == Method::GET
+        && (req.uri().path().starts_with("/events") || req.uri().path() == "/ws");
     let (parts, body) = req.into_parts();
     let who = hub.auth().authenticate(&parts, spends_exchange);
     let user = who.as_ref().ok().and_then(name_of);
@@ -87,6 +90,7 @@ pub(crate) async fn handle(hub: Hub, mut req: Req, peer: SocketAddr) -> Result<R
     let bytes = match resp.body() {
         Body::Full(b) => b.as_ref().map_or(0, |b| b.len()).to_string(),
         Body::Stream(_) => "stream".to_string(),
+        Body::Upgrade(_) => "websocket".to_string(),
     };
     tracing::info!(
         target: "access",

@@ -66,6 +66,7 @@ fn connections(hub: &Hub) -> Resp {
                 "topics": c.topics,
                 "connected_at": c.connected_at,
                 "queued": c.queued,
+                "transport": if c.ws { "ws" } else { "sse" },
             })
         })
         .collect();
@@ -82,6 +83,8 @@ fn stats_json(s: &Stats) -> Value {
     json!({
         "connections": {
             "total": s.streams.connections,
+            "sse": s.streams.connections - s.streams.websockets,
+            "websocket": s.streams.websockets,
             "max": s.max_connections,
             "users": s.streams.users,
         },
@@ -125,10 +128,11 @@ fn metrics_text(s: &Stats) -> String {
 
 /// Every metric: name, type, help, value (one line each, so each name sits by its value).
 #[rustfmt::skip]
-fn metrics(s: &Stats) -> [(&'static str, &'static str, &'static str, u64); 18] {
+fn metrics(s: &Stats) -> [(&'static str, &'static str, &'static str, u64); 19] {
     let b = &s.streams;
     [
-        ("runnel_connections", "gauge", "Open SSE streams.", b.connections as u64),
+        ("runnel_connections", "gauge", "Open SSE streams and WebSocket connections.", b.connections as u64),
+        ("runnel_websocket_connections", "gauge", "Open WebSocket connections (counted in runnel_connections too).", b.websockets as u64),
         ("runnel_connections_max", "gauge", "limits.max_connections.", s.max_connections as u64),
         ("runnel_users", "gauge", "Distinct users with an open stream.", b.users as u64),
         ("runnel_topics", "gauge", "Topics with at least one stream.", b.per_topic.len() as u64),

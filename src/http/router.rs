@@ -7,7 +7,7 @@ use http::Method;
 use http::request::Parts;
 
 use super::body::decode_path;
-use super::{Req, ReqBody, Resp, assets, events, history, ops, publish, session};
+use super::{Req, ReqBody, Resp, assets, events, history, ops, publish, session, ws};
 use crate::error::Error;
 use crate::hub::Hub;
 
@@ -31,6 +31,10 @@ pub(super) async fn dispatch(hub: &Hub, req: Req, peer: SocketAddr) -> Result<Re
         "/events" => {
             allow(m, &[Method::GET, Method::HEAD], "GET, HEAD")?;
             events::stream(hub, &parts, peer, None)
+        }
+        "/ws" => {
+            allow(m, &[Method::GET], "GET")?;
+            ws::upgrade(hub, &parts, peer)
         }
         "/history" => {
             allow(m, &[Method::GET], "GET")?;

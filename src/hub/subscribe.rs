@@ -29,6 +29,33 @@ impl Hub {
         self.inner.streams.open(caller, req)
     }
 
+    /// Adds topics to one open connection, from the connection itself (a WebSocket
+    /// `subscribe`), replaying the new topics after `last_id` first when it is given.
+    /// `covered`: the topics the connection has every event of after a seq, whose events
+    /// are not replayed again. Returns what the connection receives now, and the seq after
+    /// which it has every event of the new topics.
+    pub fn subscribe_more(
+        &self,
+        caller: &Caller,
+        sub: &mut Subscription,
+        topics: Vec<String>,
+        last_id: Option<String>,
+        covered: Vec<(String, u64)>,
+    ) -> Result<(Vec<String>, u64), Error> {
+        self.inner
+            .streams
+            .add_topics(caller, sub, topics, last_id, covered)
+    }
+
+    /// Removes topics from one open connection, from the connection itself.
+    pub fn unsubscribe_some(
+        &self,
+        sub: &Subscription,
+        topics: Vec<String>,
+    ) -> Result<Vec<String>, Error> {
+        self.inner.streams.remove_topics(sub, topics)
+    }
+
     /// Adds or removes topics: for an authenticated user, in the session all the user's
     /// streams follow; otherwise on the stream named by its connection id. Returns the
     /// resulting topics (the session's, or the stream's).

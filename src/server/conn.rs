@@ -35,7 +35,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::runtime::Handle;
 
-use super::head::{Head, header_limit, read_head, response_head};
+use super::head::{Head, header_limit, read_head, response_head, upgrade_head};
 use super::io::{Rewind, WriteTimeout};
 use crate::error::Error;
 use crate::http::{self as api, Body, ReqBody};
@@ -74,6 +74,30 @@ pub(super) async fn serve(
                 drop(watcher);
             });
         }
+        First::Ws {
+            io,
+            head,
+            session,
+            rest,
+        } => {
+            let timeout = hub.config().limits.write_timeout.0;
+            let Ok(sock) = io.into_inner().into_std() else {
+                return;
+            };
+            drop(shutdown);
+            streams.spawn(async move {
+                let Ok(sock) = TcpStream::from_std(sock) else {
+                    return;
+                };
+                let io = WriteTimeout::new(sock, timeout);
+                // The upgrade is boxed, so that the task keeps only the connection.
+                let accepted = Box::pin(super::ws::accept(hub, io, head, rest, session, peer));
+                if let Some(mut conn) = accepted.await {
+                    conn.run().await;
+                }
+                drop(watcher);
+            });
+        }
     }
 }
 
@@ -88,6 +112,14 @@ enum First<S> {
         io: S,
         head: Vec<u8>,
         body: Subscription,
+    },
+    /// An accepted WebSocket: the `101` head, then the connection; `rest` is what the
+    /// client sent after its head (its first frames, perhaps).
+    Ws {
+        io: S,
+        head: Vec<u8>,
+        session: Box<api::WsSession>,
+        rest: Bytes,
     },
 }
 
@@ -117,6 +149,12 @@ async fn first_request<S: AsyncRead + AsyncWrite + Unpin>(
                     io,
                     head: response_head(parts.status, &parts.headers, None, false),
                     body,
+                },
+                Body::Upgrade(session) => First::Ws {
+                    io,
+                    head: upgrade_head(&parts.headers),
+                    session,
+                    rest,
                 },
                 Body::Full(b) => {
                     let b = b.unwrap_or_default();
@@ -149,7 +187,7 @@ async fn refuse<S: AsyncWrite + Unpin>(hub: &Hub, io: &mut S, peer: SocketAddr, 
     let (parts, body) = resp.into_parts();
     let body = match body {
         Body::Full(b) => b.unwrap_or_default(),
-        Body::Stream(_) => Bytes::new(),
+        Body::Stream(_) | Body::Upgrade(_) => Bytes::new(),
     };
     let head = response_head(parts.status, &parts.headers, Some(body.len()), true);
     let _ = io.write_all(&head).await;
@@ -279,6 +317,18 @@ pub(super) async fn serve_tls(
             First::Hyper { io, pre } => Box::pin(hyper_conn(hub, io, peer, pre, watcher)).await,
             First::Stream { mut io, head, body } => {
                 write_stream(&mut io, head, body).await;
+                drop(watcher);
+            }
+            First::Ws {
+                io,
+                head,
+                session,
+                rest,
+            } => {
+                let accepted = Box::pin(super::ws::accept(hub, io, head, rest, session, peer));
+                if let Some(mut conn) = accepted.await {
+                    conn.run().await;
+                }
                 drop(watcher);
             }
         }

@@ -30,7 +30,7 @@ pub(super) enum Head {
     Refused(Error),
     /// Not an event stream (or not parsed here): hyper's, with these bytes first.
     Other(Bytes),
-    /// `GET /events…`; `rest` is what followed the head.
+    /// `GET /events…` or `GET /ws`; `rest` is what followed the head.
     Stream {
         req: Box<Req>,
         keep_alive: bool,
@@ -129,7 +129,8 @@ fn parse_head(buf: &[u8]) -> Parsed {
         return Parsed::Other;
     };
     let route = path.split('?').next().unwrap_or("");
-    if route != "/events" && !route.starts_with("/events/") {
+    let ws = route == "/ws";
+    if route != "/events" && !route.starts_with("/events/") && !ws {
         return Parsed::Other;
     }
     let Ok(uri) = Uri::try_from(path) else {
@@ -139,6 +140,9 @@ fn parse_head(buf: &[u8]) -> Parsed {
     *req.method_mut() = Method::GET;
     *req.uri_mut() = uri;
     *req.version_mut() = Version::HTTP_11;
+    if ws {
+        req.extensions_mut().insert(crate::http::OwnConnection);
+    }
     let map = req.headers_mut();
     let mut keep_alive = true;
     for h in r.headers.iter() {
@@ -204,6 +208,20 @@ pub(super) fn response_head(
     h
 }
 
+/// The `101 Switching Protocols` head of an accepted WebSocket: no body framing.
+pub(super) fn upgrade_head(headers: &http::HeaderMap) -> Vec<u8> {
+    let mut h = Vec::with_capacity(256);
+    h.extend_from_slice(b"HTTP/1.1 101 Switching Protocols\r\n");
+    for (k, v) in headers {
+        h.extend_from_slice(k.as_str().as_bytes());
+        h.extend_from_slice(b": ");
+        h.extend_from_slice(v.as_bytes());
+        h.extend_from_slice(b"\r\n");
+    }
+    h.extend_from_slice(b"\r\n");
+    h
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -220,6 +238,10 @@ mod tests {
             "GET /events HTTP/1.1\r\ncontent-length: 0\r\n\r\n"
         ));
         assert!(!is_stream("GET /eventsx HTTP/1.1\r\n\r\n"));
+        assert!(is_stream(
+            "GET /ws?topic=a HTTP/1.1\r\nupgrade: websocket\r\n\r\n"
+        ));
+        assert!(!is_stream("GET /wsx HTTP/1.1\r\n\r\n"));
         assert!(!is_stream("GET /health HTTP/1.1\r\n\r\n"));
         assert!(!is_stream("POST /events HTTP/1.1\r\n\r\n"));
         assert!(!is_stream("HEAD /events HTTP/1.1\r\n\r\n"));

@@ -2,6 +2,8 @@
 //!
 //! - [`conn`]: one connection (event streams written directly, the rest through hyper);
 //!   `head`: reading the first request head and writing response heads;
+//! - `ws`: one WebSocket connection (SPEC §5.8), written like an event stream, read through
+//!   the WebSocket library; `ws_ops`: what its client sends (subscribe, publish, ping);
 //! - `io`: socket wrappers (write timeouts, bytes put back); `systemd`: readiness and
 //!   watchdog notifications.
 
@@ -9,6 +11,8 @@ mod conn;
 mod head;
 mod io;
 pub(crate) mod systemd;
+mod ws;
+mod ws_ops;
 
 use std::net::SocketAddr;
 use std::time::Duration;

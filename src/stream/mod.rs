@@ -28,6 +28,7 @@ use crate::event::{Ending, Format};
 use crate::store::SharedLog;
 
 use replay::Replay;
+use replay::Skip;
 
 /// What a client asks of a stream, from whichever front door.
 #[derive(Debug, Clone)]
@@ -67,6 +68,8 @@ pub(crate) struct Subscription {
     format: Format,
     /// The first write: the format's opening, `connected`, and a `reset` if one is due.
     opening: Option<Bytes>,
+    /// What is still to be read from the log before live events: the replay of the opening,
+    /// then (chained to it) those of topics a WebSocket connection subscribed to later.
     replay: Option<Box<Replay>>,
     /// For the log line when it ends: what it receives, since when, events sent.
     topics: Box<str>,
@@ -82,10 +85,18 @@ impl Subscription {
         if let Some(first) = self.opening.take() {
             return Poll::Ready(Some(first));
         }
-        if let Some(replay) = &mut self.replay {
-            match replay.poll_next(cx, self.format, self.broker.counters(), &mut self.sent) {
+        while let Some(replay) = &mut self.replay {
+            let receives = self.sub.receives();
+            let counters = self.broker.counters();
+            match replay.poll_next(
+                cx,
+                self.format,
+                receives.as_deref(),
+                counters,
+                &mut self.sent,
+            ) {
                 Poll::Ready(Ok(Some(chunk))) => return Poll::Ready(Some(chunk)),
-                Poll::Ready(Ok(None)) => self.replay = None,
+                Poll::Ready(Ok(None)) => self.replay = replay.then.take(),
                 Poll::Ready(Err(e)) => {
                     // The client reconnects with its last id and tries again.
                     tracing::warn!(conn = %self.sub.id, error = %e, "replay failed; ending stream");
@@ -98,6 +109,44 @@ impl Subscription {
         }
         let now = self.broker.now_ms();
         self.sub.poll_next(cx, now, self.format, &mut self.sent)
+    }
+}
+
+impl Subscription {
+    /// Replays `next` after what is being replayed (a WebSocket's new topics).
+    fn replay_after(&mut self, next: Replay) {
+        let mut slot = &mut self.replay;
+        while let Some(r) = slot {
+            slot = &mut r.then;
+        }
+        *slot = Some(Box::new(next));
+    }
+
+    /// The topics it opened with, and the seq after which it has (or will have, once its
+    /// replay is done) every event on them: where its replay starts, or the point it went
+    /// live (read now: later than its registration, which only ever leaves out less).
+    pub fn opening_cover(&self) -> (Vec<String>, u64) {
+        let since = match &self.replay {
+            Some(r) => r.start(),
+            None => self.broker.fanned_through(),
+        };
+        let topics = self.topics.split(',').filter(|t| !t.is_empty());
+        (topics.map(str::to_string).collect(), since)
+    }
+
+    /// The public connection id.
+    pub fn id(&self) -> &str {
+        &self.sub.id
+    }
+
+    /// The broker's coarse clock (ms since start): cheap to read on every wake.
+    pub fn now_ms(&self) -> u64 {
+        self.broker.now_ms()
+    }
+
+    /// The hub ended the connection (its last message may still be unwritten).
+    pub fn is_ending(&self) -> bool {
+        self.sub.ended().is_some()
     }
 }
 

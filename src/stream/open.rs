@@ -3,11 +3,11 @@
 use bytes::{Bytes, BytesMut};
 
 use super::replay::Replay;
-use super::{StreamRequest, Streams, Subscription};
+use super::{Skip, StreamRequest, Streams, Subscription};
 use crate::auth::Caller;
 use crate::broker::StreamSpec;
 use crate::error::Error;
-use crate::event::{Control, ResetReason};
+use crate::event::{Control, Format, ResetReason};
 use crate::store::{Resume, Selector};
 use crate::topic;
 
@@ -53,18 +53,14 @@ impl Streams {
                 ip: req.ip,
                 topics,
                 expires_at: caller.expires_at,
+                ws: req.format == Format::Ws,
             },
             |t| caller.can_read(t),
         )?;
         let last_id = req.last_event_id;
         let live_from = reg.live_from;
         // What to replay: up to `live_from`, every later event arrives live.
-        let (reset, after) = match last_id.as_deref().map(|id| self.log.ids().parse(id)) {
-            None => (None, None),
-            Some(Resume::After(seq)) if seq > live_from => (Some(ResetReason::UnknownId), Some(0)),
-            Some(Resume::After(seq)) => (None, Some(seq)),
-            Some(Resume::Unknown) => (Some(ResetReason::UnknownId), Some(0)),
-        };
+        let (reset, after) = self.resume(last_id.as_deref(), live_from);
         let mut opening = BytesMut::with_capacity(512);
         opening.extend_from_slice(&req.format.opening(self.retry_ms));
         let connected = Control::Connected {
@@ -112,5 +108,81 @@ impl Streams {
             sent: 0,
             failed: false,
         })
+    }
+}
+
+impl Streams {
+    /// How a stream resumes from `last_id` when it is registered at `live_from`: the reset
+    /// due, if any, and the seq to replay after (`None`: live only).
+    fn resume(&self, last_id: Option<&str>, live_from: u64) -> (Option<ResetReason>, Option<u64>) {
+        match last_id.map(|id| self.log.ids().parse(id)) {
+            None => (None, None),
+            Some(Resume::After(seq)) if seq > live_from => (Some(ResetReason::UnknownId), Some(0)),
+            Some(Resume::After(seq)) => (None, Some(seq)),
+            Some(Resume::Unknown) => (Some(ResetReason::UnknownId), Some(0)),
+        }
+    }
+
+    /// Adds topics to an open connection from the connection itself (a WebSocket
+    /// `subscribe`), checked as at opening. With `last_id`, the new topics' events after it
+    /// and up to the registration point are replayed (after any replay under way) before
+    /// live events continue: no gap, no duplicate; a foreign or pruned id is a `reset` as at
+    /// opening. `covered` are the topics the connection has every event of after a seq:
+    /// an event on one of those is not replayed again. Returns what the connection receives
+    /// now, and the seq after which it has every event of the new topics.
+    pub fn add_topics(
+        &self,
+        caller: &Caller,
+        sub: &mut Subscription,
+        mut topics: Vec<String>,
+        last_id: Option<String>,
+        covered: Vec<(String, u64)>,
+    ) -> Result<(Vec<String>, u64), Error> {
+        topic::dedup(&mut topics);
+        if topics.is_empty() {
+            return Err(Error::BadRequest("\"topics\" is empty".into()));
+        }
+        caller.check_readable(&topics)?;
+        let (now, live_from) = self.broker.connection_subscribe(&sub.sub, &topics)?;
+        let (reset, after) = self.resume(last_id.as_deref(), live_from);
+        if let Some(after) = after.filter(|a| *a < live_from || reset.is_some()) {
+            let mut replay = Replay::new(
+                self.log.clone(),
+                Selector::new(&topics, caller.user.clone(), caller.admin),
+                after,
+                live_from,
+                last_id.clone().filter(|_| reset.is_none() && after > 0),
+            )
+            .skipping(Skip {
+                covered,
+                user: caller.user.clone(),
+                admin: caller.admin,
+            });
+            if let Some(reason) = reset {
+                let reset = Control::Reset {
+                    reason,
+                    last_event_id: last_id,
+                };
+                replay = replay.after_message(reset.encode(sub.format));
+            }
+            sub.replay_after(replay);
+        }
+        Ok((now, after.map_or(live_from, |a| a.min(live_from))))
+    }
+
+    /// Removes topics from an open connection, from the connection itself.
+    pub fn remove_topics(
+        &self,
+        sub: &Subscription,
+        mut topics: Vec<String>,
+    ) -> Result<Vec<String>, Error> {
+        topic::dedup(&mut topics);
+        if topics.is_empty() {
+            return Err(Error::BadRequest("\"topics\" is empty".into()));
+        }
+        for t in &topics {
+            topic::validate_pattern(t)?;
+        }
+        self.broker.connection_unsubscribe(&sub.sub, &topics)
     }
 }

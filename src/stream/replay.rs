@@ -38,6 +38,36 @@ pub(super) struct Replay {
     reading: Option<JoinHandle<Step>>,
     /// The last chunk was read: nothing is left.
     finished: bool,
+    /// Sent before the first chunk: a `reset` decided when the replay was asked for.
+    first: Option<Bytes>,
+    /// What to replay after this one (the topics a WebSocket subscribed to meanwhile).
+    pub then: Option<Box<Replay>>,
+    /// Events the connection has already, left out: those on one of these topics (or
+    /// patterns) after its seq (a WebSocket's replay of topics it adds).
+    skip: Option<Box<Skip>>,
+}
+
+/// The topics a connection has received every event of after a seq, and who it is (for
+/// what a pattern delivers).
+pub(super) struct Skip {
+    pub covered: Vec<(String, u64)>,
+    pub user: Option<String>,
+    pub admin: bool,
+}
+
+impl Skip {
+    /// Did the connection get `e` already, through a topic it had?
+    fn has(&self, e: &crate::event::Event) -> bool {
+        e.topics.iter().any(|t| {
+            crate::topic::visible_to(t, self.user.as_deref(), self.admin)
+                && self.covered.iter().any(|(c, since)| {
+                    e.seq > *since
+                        && (c == t
+                            || (c.contains('*')
+                                && crate::topic::Pattern::new(c).is_ok_and(|p| p.matches(t))))
+                })
+        })
+    }
 }
 
 impl Replay {
@@ -56,7 +86,29 @@ impl Replay {
             continues_from,
             reading: None,
             finished: false,
+            first: None,
+            then: None,
+            skip: None,
         }
+    }
+
+    /// The same replay, leaving out the events `skip` says the connection has.
+    pub fn skipping(mut self, skip: Skip) -> Replay {
+        if !skip.covered.is_empty() {
+            self.skip = Some(Box::new(skip));
+        }
+        self
+    }
+
+    /// Where the replay starts (the connection has every later event once it is done).
+    pub fn start(&self) -> u64 {
+        self.after
+    }
+
+    /// The same replay, with `first` sent before it (a `reset`).
+    pub fn after_message(mut self, first: Bytes) -> Replay {
+        self.first = Some(first);
+        self
     }
 
     /// The next replayed bytes, `None` once the replay is done, or why the log failed.
@@ -64,9 +116,13 @@ impl Replay {
         &mut self,
         cx: &mut Context<'_>,
         format: Format,
+        receives: Option<&[String]>,
         counters: &Counters,
         sent: &mut u64,
     ) -> Poll<Result<Option<Bytes>, String>> {
+        if let Some(first) = self.first.take() {
+            return Poll::Ready(Ok(Some(first)));
+        }
         loop {
             if self.finished {
                 return Poll::Ready(Ok(None));
@@ -97,12 +153,16 @@ impl Replay {
             }
             self.after = chunk.next_after;
             self.finished = chunk.done;
+            let mut chunk = chunk;
+            if let Some(skip) = &self.skip {
+                chunk.events.retain(|e| !skip.has(e));
+            }
             if !chunk.events.is_empty() {
                 counters
                     .replayed
                     .fetch_add(chunk.events.len() as u64, Ordering::Relaxed);
                 *sent += chunk.events.len() as u64;
-                return Poll::Ready(Ok(Some(join(&chunk, format))));
+                return Poll::Ready(Ok(Some(join(&chunk, format, receives))));
             }
         }
     }
@@ -120,13 +180,13 @@ fn read(log: &dyn crate::store::Log, sel: &Selector, after: u64, until: u64, che
 }
 
 /// The chunk's events in `format`, as one write.
-fn join(chunk: &Chunk, format: Format) -> Bytes {
+fn join(chunk: &Chunk, format: Format, receives: Option<&[String]>) -> Bytes {
     if let [one] = &chunk.events[..] {
-        return one.encoded(format);
+        return one.encoded_for(format, receives);
     }
     let mut b = BytesMut::with_capacity(chunk.events.iter().map(|e| e.size_hint()).sum());
     for e in &chunk.events {
-        b.put_slice(&e.encoded(format));
+        b.put_slice(&e.encoded_for(format, receives));
     }
     b.freeze()
 }

@@ -356,6 +356,86 @@ test("runnel.js: exchange-token flow, typed handlers, session topics", async () 
   await page.context().close();
 });
 
+test("runnel.js over WebSocket: receives, publishes over the socket, survives a hub restart without loss", async () => {
+  const page = await newPage();
+  const sockets = [];
+  page.on("websocket", (ws) => sockets.push(ws.url()));
+  await page.goto(`${HUB()}/`);
+  const token = jwt({ sub: "wes", publish: ["public"] });
+  await page.evaluate(async (t) => {
+    const { Runnel } = await import("/runnel.js");
+    window.got = [];
+    window.states = [];
+    const hub = new Runnel({ topics: ["public"], token: t, transport: "websocket", minRetry: 200 });
+    window.hub = hub;
+    hub.on("message", (ev) => window.got.push(ev));
+    hub.on("state", (s) => window.states.push(s));
+    await new Promise((r) => hub.on("open", r));
+  }, token);
+  assert.ok(sockets[0].startsWith(`ws://127.0.0.1:${hubPort}/ws?`), sockets[0]);
+  assert.ok(!sockets[0].includes(token), "the long-lived JWT never goes into a URL");
+  // Published over the socket: the ack carries the id, and the event comes back.
+  const ack = await page.evaluate(() => window.hub.publish({ topic: "public", data: { from: "page" } }));
+  await page.waitForFunction(() => window.got.length === 1);
+  const first = await page.evaluate(() => window.got[0]);
+  assert.equal(first.id, ack.id);
+  assert.deepEqual(first.data, { from: "page" }, "JSON data as published");
+  // A permission error is the hub's, as a RunnelError.
+  const refused = await page.evaluate(() =>
+    window.hub.publish({ topic: "news", data: 1 }).then(() => null, (e) => [e.status, e.code]));
+  assert.deepEqual(refused, [403, "forbidden"]);
+  const ids = [ack.id];
+  for (let i = 1; i <= 3; i++) ids.push((await publish({ topic: "public", data: `before ${i}` })).id);
+  await page.waitForFunction(() => window.got.length === 4);
+  await killHub("SIGKILL");
+  await page.waitForFunction(() => window.hub.state === "reconnecting");
+  await startHub();
+  for (let i = 1; i <= 3; i++) ids.push((await publish({ topic: "public", data: `after ${i}` })).id);
+  await page.waitForFunction(() => window.got.length >= 7, null, { timeout: 20000 });
+  await sleep(500); // a duplicate would arrive now
+  const got = await page.evaluate(() => window.got.map((e) => e.id));
+  assert.deepEqual(got, ids, "every event once, in order, across the restart");
+  assert.ok(sockets.length >= 2, "it reconnected");
+  assert.ok(sockets.at(-1).includes(`last_event_id=${ids[3]}`), sockets.at(-1));
+  await page.context().close();
+});
+
+test("the console reads over a WebSocket with ?transport=websocket", async () => {
+  const page = await newPage();
+  const sockets = [];
+  page.on("websocket", (ws) => sockets.push(ws.url()));
+  await page.goto(`${HUB()}/?topics=public&connect=1&transport=websocket`);
+  await page.waitForSelector("#state.open");
+  const sent = await publish({ topic: "public", data: "over the socket" });
+  await page.waitForFunction((id) => [...document.querySelectorAll("#log tr.event")]
+    .some((tr) => tr.textContent.includes(id)), sent.id);
+  const row = await page.$$eval("#log tr.event", (trs, id) =>
+    trs.find((tr) => tr.textContent.includes(id)).textContent, sent.id);
+  assert.ok(row.includes("over the socket"), row);
+  assert.equal(sockets.length, 1);
+  assert.ok(sockets[0].includes("/ws?topic=public"), sockets[0]);
+  await page.context().close();
+});
+
+test("a page from a foreign origin cannot open a WebSocket; an allowed origin can", async () => {
+  const open = (page, url) => page.evaluate((u) => new Promise((r) => {
+    const ws = new WebSocket(u);
+    ws.onmessage = (m) => { r(JSON.parse(m.data).type); ws.close(); };
+    ws.onerror = () => r("refused");
+  }), url);
+  const url = `ws://127.0.0.1:${hubPort}/ws?topic=public`;
+  const foreign = await newPage();
+  await foreign.goto(`http://localhost:${appPort}/`);
+  assert.equal(await open(foreign, url), "refused");
+  const allowed = await newPage();
+  await allowed.goto(`http://127.0.0.1:${appPort}/`);
+  assert.equal(await open(allowed, url), "connected");
+  const own = await newPage();
+  await own.goto(`${HUB()}/`);
+  assert.equal(await open(own, url), "connected");
+  for (const p of [foreign, allowed, own]) await p.context().close();
+});
+
 test("runnel.js reports an expired token as an auth failure, not a network drop", async () => {
   const page = await newPage();
   await page.goto(`${HUB()}/`);

@@ -21,6 +21,7 @@ const LEAVES: &[&str] = &[
     "sse",
     "time",
     "topic",
+    "ws",
 ];
 const MAX_FILE_LINES: usize = 600;
 

@@ -22,3 +22,4 @@ mod streams;
 mod systemd;
 mod tls;
 mod upgrade;
+mod ws;

@@ -8,8 +8,9 @@ mod process;
 mod sse;
 pub mod tls;
 pub mod v1;
+mod ws;
 
-pub use {auth::*, http::*, process::*, sse::*};
+pub use {auth::*, http::*, process::*, sse::*, ws::*};
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
