@@ -194,6 +194,34 @@ def test_history_pages(hub):
         assert gone.reset is not None and gone.reset.reason == "unknown_id"
 
 
+def test_an_api_key(tmp_path):
+    import hashlib
+
+    from conftest import Hub
+
+    key = "k-" + "7" * 40
+    digest = hashlib.sha256(key.encode()).hexdigest()
+    env = {
+        "RUNNEL_AUTH_API_KEYS": (
+            f'[{{name = "backend", key_sha256 = "{digest}", publish = ["jobs/*"], '
+            'subscribe = ["jobs/*"]}]'
+        )
+    }
+    hub = Hub(tmp_path / "data", env)
+    hub.start()
+    try:
+        with runnel.Client(hub.url, api_key=key) as c, c.subscribe("jobs/1") as sub:
+            sub.start()
+            p = c.publish("jobs/1", "queued")
+            assert _events(sub, 1)[0].id == p.id
+            with pytest.raises(runnel.ForbiddenError):
+                c.publish("other", 1)
+        with runnel.Client(hub.url, api_key="wrong") as bad, pytest.raises(runnel.AuthError):
+            bad.publish("jobs/1", 1)
+    finally:
+        hub.stop()
+
+
 def test_exchange_token(auth_hub):
     tok = auth_hub.token("dave")
     with runnel.Client(auth_hub.url, token=tok) as c:

@@ -6,6 +6,8 @@ import asyncio
 import threading
 import time
 
+import pytest
+
 import runnel
 import runnel.aio
 from runnel import Event, Reconnect, Reset
@@ -13,8 +15,14 @@ from runnel import Event, Reconnect, Reset
 FAST = Reconnect(initial_interval=0.05, max_interval=0.3)
 
 
-def test_subscribe_receives_typed_events(hub):
-    with runnel.Client(hub.url) as c, c.subscribe(["news", "sport"]) as sub:
+@pytest.fixture(params=["sse", "websocket"])
+def transport(request):
+    """Each stream test runs over SSE and over the hub's WebSocket."""
+    return request.param
+
+
+def test_subscribe_receives_typed_events(hub, transport):
+    with runnel.Client(hub.url) as c, c.subscribe(["news", "sport"], transport=transport) as sub:
         sub.start()
         assert sub.connection_id
         a = c.publish("news", {"title": "Pi online"}, event="headline")
@@ -37,10 +45,10 @@ def test_subscribe_receives_typed_events(hub):
     assert first.time.tzinfo is not None
 
 
-def test_async_subscribe_receives(hub):
+def test_async_subscribe_receives(hub, transport):
     async def main() -> list[Event]:
         async with runnel.aio.Client(hub.url) as c:
-            sub = c.subscribe("news")
+            sub = c.subscribe("news", transport=transport)
             await sub.start()
             ids = [(await c.publish("news", n)).id for n in range(5)]
             got = []
@@ -78,12 +86,12 @@ def _take(sub, n: int, timeout: float = 20.0) -> list:
     return got
 
 
-def _resume_across(hub, interrupt) -> None:
+def _resume_across(hub, interrupt, transport) -> None:
     """Events published while the subscriber is cut off arrive when it resumes: the
     subscriber reads nothing between the interrupt and the publishes, so it can only get
     them from the log, after the last id it saw."""
     with runnel.Client(hub.url, publish_retries=50) as pub, runnel.Client(hub.url) as c:
-        sub = c.subscribe("t", reconnect=FAST)
+        sub = c.subscribe("t", reconnect=FAST, transport=transport)
         sub.start()
         first = [pub.publish("t", i).id for i in range(10)]
         got = _take(sub, 10)
@@ -100,23 +108,23 @@ def _resume_across(hub, interrupt) -> None:
     assert not any(isinstance(e, Reset) for e in got)
 
 
-def test_resume_across_a_restart(hub):
-    _resume_across(hub, hub.restart)
+def test_resume_across_a_restart(hub, transport):
+    _resume_across(hub, hub.restart, transport)
 
 
-def test_resume_after_kill_9(hub):
+def test_resume_after_kill_9(hub, transport):
     def kill_and_start():
         hub.kill9()
         hub.start()
 
-    _resume_across(hub, kill_and_start)
+    _resume_across(hub, kill_and_start, transport)
 
 
-def test_reset_is_surfaced(hub, tmp_path):
+def test_reset_is_surfaced(hub, transport):
     with runnel.Client(hub.url) as c:
         c.publish("t", "kept")
         foreign = "00000000-0000000000000001"
-        with c.subscribe("t", last_event_id=foreign) as sub:
+        with c.subscribe("t", last_event_id=foreign, transport=transport) as sub:
             first = next(sub)
             second = next(sub)
     assert isinstance(first, Reset)
@@ -124,18 +132,18 @@ def test_reset_is_surfaced(hub, tmp_path):
     assert isinstance(second, Event) and second.data == "kept"
 
 
-def test_earliest_replays_everything(hub):
+def test_earliest_replays_everything(hub, transport):
     with runnel.Client(hub.url) as c:
         ids = [c.publish("t", i).id for i in range(3)]
-        with c.subscribe("t", last_event_id="earliest") as sub:
+        with c.subscribe("t", last_event_id="earliest", transport=transport) as sub:
             assert [next(sub).id for _ in range(3)] == ids
 
 
-def test_a_silent_stream_is_taken_for_dead_and_reopened(hub):
+def test_a_silent_stream_is_taken_for_dead_and_reopened(hub, transport):
     """The hub sends a keepalive every second here; frozen, it sends nothing, and after
     heartbeat_timeout the client reconnects and resumes once the hub runs again."""
     with runnel.Client(hub.url, timeout=2.0) as c:
-        sub = c.subscribe("t", reconnect=FAST, heartbeat_timeout=1.5)
+        sub = c.subscribe("t", reconnect=FAST, heartbeat_timeout=1.5, transport=transport)
         sub.start()
         before = c.publish("t", "before").id
         assert next(sub).id == before

@@ -14,7 +14,7 @@ from ._errors import (
     UnavailableError,
 )
 from ._events import Event, HistoryPage, Published, Reset
-from ._handlers import HandlerClient, create_sse_client
+from ._handlers import HandlerClient, create_sse_client, create_ws_client
 from ._sync import Client, Subscription
 
 __version__ = "0.1.0"
@@ -35,4 +35,5 @@ __all__ = [
     "Subscription",
     "UnavailableError",
     "create_sse_client",
+    "create_ws_client",
 ]

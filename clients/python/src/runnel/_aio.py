@@ -8,7 +8,7 @@ import ssl
 import uuid
 from collections.abc import AsyncIterator, Iterable, Sequence
 from datetime import datetime, timedelta, timezone
-from typing import Any, Union
+from typing import TYPE_CHECKING, Any, Union
 from urllib.parse import quote
 
 import httpx
@@ -24,7 +24,11 @@ from ._errors import (
 from ._events import Event, HistoryPage, Published, Reset, StreamItem, parse_data
 from ._sse import Decoder, Frame
 
+if TYPE_CHECKING:
+    from ._ws import AsyncWsSubscription
+
 Topics = Union[str, Sequence[str]]
+AnySubscription = Union["AsyncSubscription", "AsyncWsSubscription"]
 Since = Union[str, datetime, timedelta]
 
 DEFAULT_URL = "http://127.0.0.1:8080"
@@ -98,8 +102,9 @@ class AsyncClient:
         if api_key is not None:
             headers["x-api-key"] = api_key
         verify: bool | ssl.SSLContext = True
+        self._ssl: ssl.SSLContext | None = None
         if ca is not None:
-            verify = ssl.create_default_context(cafile=ca)
+            verify = self._ssl = ssl.create_default_context(cafile=ca)
         self.url = url.rstrip("/")
         self.timeout = timeout
         self.publish_retries = publish_retries
@@ -396,15 +401,25 @@ class AsyncClient:
         last_event_id: str | None = None,
         reconnect: Reconnect = Reconnect(),
         heartbeat_timeout: float = 45.0,
-    ) -> AsyncSubscription:
+        transport: str = "sse",
+    ) -> AnySubscription:
         """An async iterator of the events on ``topics`` (and ``Reset`` when the hub could
-        not resume), over SSE. It reconnects by ``reconnect`` and resumes after the last id
-        it yielded, so nothing is missed and nothing arrives twice. A stream silent for
+        not resume). It reconnects by ``reconnect`` and resumes after the last id it yielded,
+        so nothing is missed and nothing arrives twice. A stream silent for
         ``heartbeat_timeout`` seconds (the hub sends a keepalive every 15 s by default) is
-        taken for dead and reopened. 401 and 403 are raised, never retried."""
-        return AsyncSubscription(
-            self, _topic_list(topics), last_event_id, reconnect, heartbeat_timeout
-        )
+        taken for dead and reopened. 401 and 403 are raised, never retried.
+
+        ``transport="websocket"`` reads ``GET /ws`` instead of ``GET /events``; that
+        subscription can also ``publish()``, ``subscribe_topics()`` and
+        ``unsubscribe_topics()`` over the connection."""
+        args = (self, _topic_list(topics), last_event_id, reconnect, heartbeat_timeout)
+        if transport == "sse":
+            return AsyncSubscription(*args)
+        if transport == "websocket":
+            from ._ws import AsyncWsSubscription
+
+            return AsyncWsSubscription(*args)
+        raise ValueError(f"transport {transport!r}: use 'sse' or 'websocket'")
 
 
 class AsyncSubscription:

@@ -9,10 +9,11 @@ import logging
 from collections.abc import Sequence
 from typing import Any, Callable, TypeVar
 
-from ._aio import AsyncClient, AsyncSubscription
+from ._aio import AnySubscription, AsyncClient
 from ._backoff import Reconnect
 from ._events import Event, Published, Reset, StreamItem
 from ._portal import Portal
+from ._ws import AsyncWsSubscription
 
 log = logging.getLogger("runnel")
 
@@ -47,14 +48,16 @@ class AsyncHandlerClient:
         reconnect: Reconnect = Reconnect(),
         heartbeat_timeout: float = 45.0,
         owns_client: bool = False,
+        transport: str = "sse",
     ) -> None:
         self.client = client
+        self.transport = transport
         self._channels = list(channels)
         self._reconnect = reconnect
         self._heartbeat_timeout = heartbeat_timeout
         self._owns_client = owns_client
         self._handlers: dict[str, list[Handler]] = {}
-        self._sub: AsyncSubscription | None = None
+        self._sub: AnySubscription | None = None
         self._task: asyncio.Task[None] | None = None
         self.error: BaseException | None = None
 
@@ -91,6 +94,7 @@ class AsyncHandlerClient:
             last_event_id=last_event_id,
             reconnect=self._reconnect,
             heartbeat_timeout=self._heartbeat_timeout,
+            transport=self.transport,
         )
         await self._sub.start()
         self._task = asyncio.get_running_loop().create_task(self._run(self._sub))
@@ -115,14 +119,19 @@ class AsyncHandlerClient:
 
     async def subscribe_to_channel(self, channel: str) -> None:
         """Adds a channel to the open stream; returns once the hub has applied it."""
-        if channel in self.channels:
+        sub = self._sub
+        if sub is None:
+            if channel not in self._channels:
+                self._channels.append(channel)
             return
-        if self._sub is None:
-            self._channels.append(channel)
+        if channel in sub.topics:
             return
-        self._sub.add_topics([channel])
-        if self._sub.connection_id is not None:
-            await self.client.session_subscribe([channel], connection_id=self._sub.connection_id)
+        if isinstance(sub, AsyncWsSubscription):
+            await sub.subscribe_topics([channel])
+            return
+        sub.add_topics([channel])
+        if sub.connection_id is not None:
+            await self.client.session_subscribe([channel], connection_id=sub.connection_id)
 
     async def unsubscribe_from_channel(self, channel: str) -> None:
         """Removes a channel from the open stream and from every reconnection; returns once
@@ -130,6 +139,9 @@ class AsyncHandlerClient:
         sub = self._sub
         if sub is None:
             self._channels = [c for c in self._channels if c != channel]
+            return
+        if isinstance(sub, AsyncWsSubscription):
+            await sub.unsubscribe_topics([channel])
             return
         sub.remove_topics([channel])
         if channel in sub.opened_topics:
@@ -158,12 +170,18 @@ class AsyncHandlerClient:
     async def send_to_channel(
         self, channel: str, data: Any, *, event: str | None = None
     ) -> Published:
+        """Publishes to a channel: over the socket with the WebSocket transport."""
+        if isinstance(self._sub, AsyncWsSubscription):
+            return await self._sub.publish(channel, data, event=event)
         return await self.client.publish(channel, data, event=event)
 
     async def send_to_user(self, user: str, data: Any, *, event: str | None = None) -> Published:
+        """Publishes to ``user/<user>``: over the socket with the WebSocket transport."""
+        if isinstance(self._sub, AsyncWsSubscription):
+            return await self._sub.publish_to_user(user, data, event=event)
         return await self.client.publish_to_user(user, data, event=event)
 
-    async def _run(self, sub: AsyncSubscription) -> None:
+    async def _run(self, sub: AnySubscription) -> None:
         try:
             while True:
                 item = await sub.next()
@@ -198,11 +216,13 @@ class HandlerClient:
     def __init__(self, url: str, channels: Sequence[str], reconnect: Reconnect, **options: Any):
         self._portal = Portal()
         heartbeat = float(options.pop("heartbeat_timeout", 45.0))
+        transport = str(options.pop("transport", "sse"))
         self._aio = AsyncHandlerClient(
             AsyncClient(url, **options),
             channels,
             reconnect=reconnect,
             heartbeat_timeout=heartbeat,
+            transport=transport,
         )
         self.client = self._aio.client
 
@@ -294,6 +314,40 @@ def create_sse_client(
     )
 
 
+def create_ws_client(
+    host: str = "127.0.0.1",
+    port: int = 8080,
+    *,
+    token: str | None = None,
+    api_key: str | None = None,
+    channels: Sequence[str] = (),
+    tls: bool = False,
+    ca: str | None = None,
+    url: str | None = None,
+    auto_reconnect: bool = True,
+    max_reconnect_attempts: int | None = 10,
+    reconnect_interval: float = 5.0,
+    **options: Any,
+) -> HandlerClient:
+    """:func:`create_sse_client` over the hub's WebSocket: channels are subscribed and
+    unsubscribed, and ``send_to_channel``/``send_to_user`` published, over the connection."""
+    return create_sse_client(
+        host,
+        port,
+        token=token,
+        api_key=api_key,
+        channels=channels,
+        tls=tls,
+        ca=ca,
+        url=url,
+        auto_reconnect=auto_reconnect,
+        max_reconnect_attempts=max_reconnect_attempts,
+        reconnect_interval=reconnect_interval,
+        transport="websocket",
+        **options,
+    )
+
+
 def create_async_sse_client(
     host: str = "127.0.0.1",
     port: int = 8080,
@@ -308,6 +362,7 @@ def create_async_sse_client(
     max_reconnect_attempts: int | None = 10,
     reconnect_interval: float = 5.0,
     heartbeat_timeout: float = 45.0,
+    transport: str = "sse",
     **options: Any,
 ) -> AsyncHandlerClient:
     """The asyncio form of :func:`create_sse_client`."""
@@ -318,4 +373,12 @@ def create_async_sse_client(
         reconnect=_policy(auto_reconnect, max_reconnect_attempts, reconnect_interval),
         heartbeat_timeout=heartbeat_timeout,
         owns_client=True,
+        transport=transport,
     )
+
+
+def create_async_ws_client(
+    host: str = "127.0.0.1", port: int = 8080, **options: Any
+) -> AsyncHandlerClient:
+    """The asyncio form of :func:`create_ws_client`."""
+    return create_async_sse_client(host, port, transport="websocket", **options)

@@ -5,10 +5,12 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from ._aio import DEFAULT_URL, AsyncClient, AsyncSubscription, Since, Topics
+from ._aio import DEFAULT_URL, AnySubscription, AsyncClient, Since, Topics
 from ._backoff import Reconnect
+from ._errors import RunnelError
 from ._events import HistoryPage, Published, StreamItem
 from ._portal import Portal
+from ._ws import AsyncWsSubscription
 
 
 class Client:
@@ -118,14 +120,16 @@ class Client:
         last_event_id: str | None = None,
         reconnect: Reconnect = Reconnect(),
         heartbeat_timeout: float = 45.0,
+        transport: str = "sse",
     ) -> Subscription:
-        """An iterator of events (and resets) on ``topics`` that resumes by itself; see
-        :meth:`runnel.aio.AsyncClient.subscribe`."""
+        """An iterator of events (and resets) on ``topics`` that resumes by itself, over SSE
+        or ``transport="websocket"``; see :meth:`runnel.aio.AsyncClient.subscribe`."""
         sub = self._aio.subscribe(
             topics,
             last_event_id=last_event_id,
             reconnect=reconnect,
             heartbeat_timeout=heartbeat_timeout,
+            transport=transport,
         )
         return Subscription(self._portal, sub)
 
@@ -133,7 +137,7 @@ class Client:
 class Subscription:
     """A stream that resumes by itself: iterate it; ``close()`` ends it."""
 
-    def __init__(self, portal: Portal, sub: AsyncSubscription) -> None:
+    def __init__(self, portal: Portal, sub: AnySubscription) -> None:
         self._portal = portal
         self._sub = sub
 
@@ -174,3 +178,26 @@ class Subscription:
     def close(self) -> None:
         if not self._portal.loop.is_closed():
             self._portal.call(self._sub.aclose())
+
+    def _ws(self) -> AsyncWsSubscription:
+        if not isinstance(self._sub, AsyncWsSubscription):
+            raise RunnelError(
+                "only a WebSocket subscription sends over its connection; over SSE use "
+                "Client.publish and Client.session_subscribe"
+            )
+        return self._sub
+
+    def publish(self, topic: str | list[str], data: Any, *, event: str | None = None) -> Published:
+        """Publishes over the WebSocket (``transport="websocket"`` only)."""
+        return self._portal.call(self._ws().publish(topic, data, event=event))
+
+    def subscribe_topics(
+        self, topics: Iterable[str], *, last_event_id: str | None = None
+    ) -> list[str]:
+        """Adds topics to this WebSocket connection (``transport="websocket"`` only)."""
+        return self._portal.call(
+            self._ws().subscribe_topics(list(topics), last_event_id=last_event_id)
+        )
+
+    def unsubscribe_topics(self, topics: Iterable[str]) -> list[str]:
+        return self._portal.call(self._ws().unsubscribe_topics(list(topics)))

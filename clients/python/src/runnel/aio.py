@@ -6,6 +6,7 @@ from ._aio import AsyncSubscription as Subscription
 from ._handlers import AsyncHandlerClient
 from ._handlers import AsyncHandlerClient as HandlerClient
 from ._handlers import create_async_sse_client as create_sse_client
+from ._handlers import create_async_ws_client as create_ws_client
 
 __all__ = [
     "AsyncClient",
@@ -15,4 +16,5 @@ __all__ = [
     "HandlerClient",
     "Subscription",
     "create_sse_client",
+    "create_ws_client",
 ]
