@@ -95,6 +95,18 @@ class Hub:
         self.proc.send_signal(signal.SIGCONT)
 
 
+def events(sub, n):
+    """The next n events of a subscription (resets skipped)."""
+    from runnel import Event
+
+    out = []
+    while len(out) < n:
+        item = next(sub)
+        if isinstance(item, Event):
+            out.append(item)
+    return out
+
+
 def _hub(tmp_path: Path, env: dict[str, str]) -> Iterator[Hub]:
     hub = Hub(tmp_path / "data", env)
     hub.start()

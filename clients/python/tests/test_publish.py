@@ -9,20 +9,10 @@ import threading
 import time
 
 import pytest
-from conftest import BIN
+from conftest import BIN, events
 
 import runnel
 import runnel.aio
-from runnel import Event
-
-
-def _events(sub, n):
-    out = []
-    while len(out) < n:
-        item = next(sub)
-        if isinstance(item, Event):
-            out.append(item)
-    return out
 
 
 def test_every_publish_form_reaches_a_stream(auth_hub):
@@ -36,7 +26,7 @@ def test_every_publish_form_reaches_a_stream(auth_hub):
         batch = c.publish_batch([{"topic": "a", "data": "x"}, {"topic": "b", "data": "y"}])
         raw = c.publish_raw("b", b"raw text\n", event="log")
         note = c.notify("Backup done", "3 GB", type="success", topic="a")
-        got = _events(sub, 8)
+        got = events(sub, 8)
     ids = [one.id, two.id, user.id, cast.id, batch[0].id, batch[1].id, raw.id, note.id]
     assert [e.id for e in got] == ids
     assert got[0].event == "one" and got[0].data == {"n": 1}
@@ -118,7 +108,7 @@ def test_a_publish_retried_after_a_dropped_connection_is_not_duplicated(hub):
         assert proxy.connections == 2, "the publish was not retried"
         assert answer.replayed, "the retry was published again instead of answered"
         marker = direct.publish("t", "marker")
-        got = _events(sub, 2)
+        got = events(sub, 2)
     assert [e.id for e in got] == [answer.id, marker.id]
 
 
@@ -166,15 +156,15 @@ def test_sessions_reach_open_streams(auth_hub):
         sub.start()
         assert "b" in c.session_subscribe("b")
         on_b = c.publish("b", "now on b")
-        assert _events(sub, 1)[0].id == on_b.id
+        assert events(sub, 1)[0].id == on_b.id
         c.session_unsubscribe("b")
         c.publish("b", "not any more")
         on_a = c.publish("a", "a")
-        assert _events(sub, 1)[0].id == on_a.id
+        assert events(sub, 1)[0].id == on_a.id
         # One stream only, by its connection id.
         c.session_subscribe("c", connection_id=sub.connection_id)
         on_c = c.publish("c", "c")
-        assert _events(sub, 1)[0].id == on_c.id
+        assert events(sub, 1)[0].id == on_c.id
 
 
 def test_history_pages(hub):
@@ -213,7 +203,7 @@ def test_an_api_key(tmp_path):
         with runnel.Client(hub.url, api_key=key) as c, c.subscribe("jobs/1") as sub:
             sub.start()
             p = c.publish("jobs/1", "queued")
-            assert _events(sub, 1)[0].id == p.id
+            assert events(sub, 1)[0].id == p.id
             with pytest.raises(runnel.ForbiddenError):
                 c.publish("other", 1)
         with runnel.Client(hub.url, api_key="wrong") as bad, pytest.raises(runnel.AuthError):
@@ -256,7 +246,7 @@ def test_tls_with_a_ca_file(tmp_path):
             assert c.health()["status"] == "ok"
             sub.start()
             p = c.publish("t", "over tls")
-            assert _events(sub, 1)[0].id == p.id
+            assert events(sub, 1)[0].id == p.id
         with runnel.Client(hub.url) as untrusted, pytest.raises(runnel.UnavailableError):
             untrusted.health()
     finally:

@@ -6,18 +6,10 @@ from __future__ import annotations
 import queue
 
 import pytest
+from conftest import events
 
 import runnel
 from runnel import Event
-
-
-def _events(sub, n):
-    out = []
-    while len(out) < n:
-        item = next(sub)
-        if isinstance(item, Event):
-            out.append(item)
-    return out
 
 
 def test_publish_over_the_socket_is_acknowledged(auth_hub):
@@ -27,14 +19,14 @@ def test_publish_over_the_socket_is_acknowledged(auth_hub):
             sub.start()
             one = sub.publish("news", {"n": 1}, event="count")
             assert one.topics == ("news",) and one.delivered == 1
-            got = _events(sub, 1)[0]
+            got = events(sub, 1)[0]
             assert (got.id, got.event, got.data) == (one.id, "count", {"n": 1})
             with pytest.raises(runnel.ForbiddenError) as e:
                 sub.publish("sport", 1)
             assert e.value.code == "forbidden"
             # The refusal did not end the connection.
             two = sub.publish("news", 2)
-            assert _events(sub, 1)[0].id == two.id
+            assert events(sub, 1)[0].id == two.id
         with pytest.raises(runnel.RunnelError):
             c.subscribe("news").publish("news", 1)  # SSE: publish through the client
 
@@ -46,14 +38,14 @@ def test_subscribe_with_last_event_id_replays_then_unsubscribe_stops(hub):
             sub.start()
             topics = sub.subscribe_topics(["late"], last_event_id=early[0])
             assert "late" in topics and "late" in sub.topics
-            replayed = _events(sub, 2)
+            replayed = events(sub, 2)
             assert [e.id for e in replayed] == early[1:]
             live = c.publish("late", "live").id
-            assert _events(sub, 1)[0].id == live
+            assert events(sub, 1)[0].id == live
             assert "late" not in sub.unsubscribe_topics(["late"])
             c.publish("late", "gone")
             marker = c.publish("a", "marker").id
-            assert _events(sub, 1)[0].id == marker
+            assert events(sub, 1)[0].id == marker
 
 
 def test_auth_failures_over_websocket_are_raised(auth_hub):

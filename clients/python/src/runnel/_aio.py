@@ -422,8 +422,9 @@ class AsyncClient:
         raise ValueError(f"transport {transport!r}: use 'sse' or 'websocket'")
 
 
-class AsyncSubscription:
-    """A stream that resumes by itself. Iterate it with ``async for``; ``aclose()`` ends it."""
+class BaseSubscription:
+    """What both transports' subscriptions share: the topics, the resume position, the
+    reconnection policy and the iteration protocol around ``next()``."""
 
     def __init__(
         self,
@@ -440,15 +441,12 @@ class AsyncSubscription:
         self.reconnect = reconnect
         self.heartbeat_timeout = heartbeat_timeout
         self.reconnects = 0
-        #: The topics the open stream was opened with (its query names them).
+        #: The topics the open connection was opened with (its query names them).
         self.opened_topics: list[str] = []
-        self._resp: httpx.Response | None = None
-        self._lines: AsyncIterator[str] | None = None
         self._closed = False
-        self._failures = 0
         self.connected = asyncio.Event()
 
-    def __aiter__(self) -> AsyncSubscription:
+    def __aiter__(self) -> BaseSubscription:
         return self
 
     async def __anext__(self) -> StreamItem:
@@ -457,11 +455,44 @@ class AsyncSubscription:
             raise StopAsyncIteration
         return item
 
-    async def __aenter__(self) -> AsyncSubscription:
+    async def __aenter__(self) -> BaseSubscription:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
+
+    async def next(self) -> StreamItem | None:
+        raise NotImplementedError
+
+    async def aclose(self) -> None:
+        raise NotImplementedError
+
+    def add_topics(self, topics: Iterable[str]) -> None:
+        """Topics the next connection asks for, beside the current ones."""
+        for t in topics:
+            if t not in self.topics:
+                self.topics.append(t)
+
+    def remove_topics(self, topics: Iterable[str]) -> None:
+        gone = set(topics)
+        self.topics = [t for t in self.topics if t not in gone]
+
+
+class AsyncSubscription(BaseSubscription):
+    """A stream that resumes by itself. Iterate it with ``async for``; ``aclose()`` ends it."""
+
+    def __init__(
+        self,
+        client: AsyncClient,
+        topics: list[str],
+        last_event_id: str | None,
+        reconnect: Reconnect,
+        heartbeat_timeout: float,
+    ) -> None:
+        super().__init__(client, topics, last_event_id, reconnect, heartbeat_timeout)
+        self._resp: httpx.Response | None = None
+        self._lines: AsyncIterator[str] | None = None
+        self._failures = 0
 
     async def start(self) -> None:
         """Opens the stream now (retrying by the policy) and returns once the hub has
@@ -483,15 +514,6 @@ class AsyncSubscription:
     async def aclose(self) -> None:
         self._closed = True
         await self._drop()
-
-    def add_topics(self, topics: Iterable[str]) -> None:
-        """Topics the next reconnection asks for, beside the current ones."""
-        for t in topics:
-            if t not in self.topics:
-                self.topics.append(t)
-
-    def remove_topics(self, topics: Iterable[str]) -> None:
-        self.topics = [t for t in self.topics if t not in set(topics)]
 
     async def reopen(self) -> None:
         """Closes the open stream; the next read opens a new one with the current topics,

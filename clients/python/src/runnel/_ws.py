@@ -15,6 +15,7 @@ from urllib.parse import urlencode
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
 
+from ._aio import BaseSubscription
 from ._backoff import Reconnect
 from ._errors import (
     AuthError,
@@ -54,7 +55,7 @@ def _published(doc: Any) -> Published:
         raise ProtocolError(f"a publish was answered {str(doc)[:200]}") from e
 
 
-class AsyncWsSubscription:
+class AsyncWsSubscription(BaseSubscription):
     """A WebSocket stream that resumes by itself, like the SSE one, and can also publish,
     subscribe and unsubscribe over the connection (each awaits the hub's answer). A task of
     its own reads the socket, so answers arrive even while nobody iterates."""
@@ -67,37 +68,13 @@ class AsyncWsSubscription:
         reconnect: Reconnect,
         heartbeat_timeout: float,
     ) -> None:
-        self._client = client
-        self.topics = topics
-        self.last_event_id = last_event_id
-        self.connection_id: str | None = None
-        self.reconnect = reconnect
-        self.heartbeat_timeout = heartbeat_timeout
-        self.reconnects = 0
-        self.opened_topics: list[str] = []
-        self.connected = asyncio.Event()
+        super().__init__(client, topics, last_event_id, reconnect, heartbeat_timeout)
         self._queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=1024)
         self._task: asyncio.Task[None] | None = None
         self._ws: ClientConnection | None = None
         self._pending: dict[str, asyncio.Future[Any]] = {}
         self._refs = itertools.count(1)
-        self._closed = False
         self._error: BaseException | None = None
-
-    def __aiter__(self) -> AsyncWsSubscription:
-        return self
-
-    async def __anext__(self) -> StreamItem:
-        item = await self.next()
-        if item is None:
-            raise StopAsyncIteration
-        return item
-
-    async def __aenter__(self) -> AsyncWsSubscription:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.aclose()
 
     async def start(self) -> None:
         """Connects (retrying by the policy) and returns once the hub has confirmed it."""
@@ -130,15 +107,6 @@ class AsyncWsSubscription:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._end()
-
-    def add_topics(self, topics: Iterable[str]) -> None:
-        for t in topics:
-            if t not in self.topics:
-                self.topics.append(t)
-
-    def remove_topics(self, topics: Iterable[str]) -> None:
-        gone = set(topics)
-        self.topics = [t for t in self.topics if t not in gone]
 
     async def reopen(self) -> None:
         if self._ws is not None:
