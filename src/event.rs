@@ -8,7 +8,7 @@ use bytes::Bytes;
 use serde_json::{Value, json};
 
 use crate::sse;
-use crate::topic::Pattern;
+use crate::topic::{self, Pattern};
 use crate::ws;
 
 /// An event to publish, validated (from any front door).
@@ -146,19 +146,14 @@ impl Event {
     /// connection receives. Only an event on several topics, reaching a connection that
     /// does not receive them all, gets an encoding of its own; every other one shares
     /// [`Event::encoded`].
-    pub fn encoded_for(&self, format: Format, receives: Option<&[String]>) -> Bytes {
+    pub fn encoded_for(&self, format: Format, receives: Option<&[Pattern]>) -> Bytes {
         let (Format::Ws, Some(receives), [_, _, ..]) = (format, receives, &self.topics[..]) else {
             return self.encoded(format);
-        };
-        let received = |t: &str| {
-            receives
-                .iter()
-                .any(|r| r == t || (r.contains('*') && Pattern::new(r).is_ok_and(|p| p.matches(t))))
         };
         let kept: Vec<String> = self
             .topics
             .iter()
-            .filter(|t| received(t))
+            .filter(|t| topic::any_matches(receives, t))
             .cloned()
             .collect();
         if kept.len() == self.topics.len() || kept.is_empty() {
@@ -431,13 +426,14 @@ mod tests {
             ws_text(&f),
             r#"{"type":"event","id":"1","event":"up","topics":["a","b/c"],"data":"x\ny"}"#
         );
-        let all = ["a".to_string(), "b/*".to_string()];
-        let shared = ev.encoded_for(Format::Ws, Some(&all));
+        let pats =
+            |ps: &[&str]| -> Vec<Pattern> { ps.iter().map(|p| Pattern::new(p).unwrap()).collect() };
+        let shared = ev.encoded_for(Format::Ws, Some(&pats(&["a", "b/*"])));
         assert_eq!(shared.as_ptr(), f.as_ptr(), "receives them all: shared");
-        let one = ev.encoded_for(Format::Ws, Some(&["a".to_string()]));
+        let one = ev.encoded_for(Format::Ws, Some(&pats(&["a"])));
         assert!(ws_text(&one).contains(r#""topics":["a"],"#));
         assert_eq!(
-            ev.encoded_for(Format::Sse, Some(&["a".to_string()])),
+            ev.encoded_for(Format::Sse, Some(&pats(&["a"]))),
             ev.encoded(Format::Sse)
         );
         ev = event(r#"{"k":[1,2]}"#);

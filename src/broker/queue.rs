@@ -11,6 +11,7 @@ use bytes::{Bytes, BytesMut};
 
 use super::Counters;
 use crate::event::{CloseReason, Ending, Event, Format};
+use crate::topic::Pattern;
 
 /// Largest write built by joining waiting events.
 const COALESCE_LIMIT: usize = 64 * 1024;
@@ -23,7 +24,7 @@ pub(crate) enum Item {
 }
 
 impl Item {
-    fn encode(&self, format: Format, receives: Option<&[String]>) -> Bytes {
+    fn encode(&self, format: Format, receives: Option<&[Pattern]>) -> Bytes {
         match self {
             Item::Event(e) => e.encoded_for(format, receives),
             Item::Keepalive => format.keepalive(),
@@ -77,7 +78,7 @@ struct Queue {
     ended: Option<Ending>,
     /// What a WebSocket connection receives (kept by the registry), so that an event on
     /// several topics names only those it receives. `None` for SSE streams.
-    receives: Option<Arc<[String]>>,
+    receives: Option<Arc<[Pattern]>>,
 }
 
 enum State {
@@ -211,14 +212,17 @@ impl Subscriber {
     }
 
     /// What the stream receives now, for a WebSocket connection (the registry sets it).
+    /// Compiled here, once per change, so that delivering an event only matches.
     pub(super) fn set_receives(&self, topics: &[String]) {
         if self.ws {
-            self.lock().receives = Some(topics.into());
+            let patterns: Arc<[Pattern]> =
+                topics.iter().filter_map(|t| Pattern::new(t).ok()).collect();
+            self.lock().receives = Some(patterns);
         }
     }
 
     /// What a WebSocket connection receives now (`None` for SSE).
-    pub fn receives(&self) -> Option<Arc<[String]>> {
+    pub fn receives(&self) -> Option<Arc<[Pattern]>> {
         self.lock().receives.clone()
     }
 

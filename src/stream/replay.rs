@@ -12,6 +12,7 @@ use tokio::task::JoinHandle;
 use crate::broker::Counters;
 use crate::event::{Control, Format, ResetReason};
 use crate::store::{Chunk, ReadLimit, Selector, SharedLog, StoreError};
+use crate::topic::Pattern;
 
 /// One read: at most this many events and about this many bytes.
 const CHUNK: ReadLimit = ReadLimit {
@@ -116,7 +117,7 @@ impl Replay {
         &mut self,
         cx: &mut Context<'_>,
         format: Format,
-        receives: Option<&[String]>,
+        receives: Option<&[Pattern]>,
         counters: &Counters,
         sent: &mut u64,
     ) -> Poll<Result<Option<Bytes>, String>> {
@@ -180,7 +181,7 @@ fn read(log: &dyn crate::store::Log, sel: &Selector, after: u64, until: u64, che
 }
 
 /// The chunk's events in `format`, as one write.
-fn join(chunk: &Chunk, format: Format, receives: Option<&[String]>) -> Bytes {
+fn join(chunk: &Chunk, format: Format, receives: Option<&[Pattern]>) -> Bytes {
     if let [one] = &chunk.events[..] {
         return one.encoded_for(format, receives);
     }
