@@ -327,17 +327,7 @@ fn publish_in_background(
     tokio::spawn(async move {
         let mut ids = Vec::new();
         for i in 0..n {
-            let body = json!({"topic": topic, "data": i.to_string()});
-            let r = request(
-                addr,
-                "POST",
-                "/publish",
-                &[("content-type", "application/json")],
-                body.to_string().as_bytes(),
-            )
-            .await;
-            assert_eq!(r.status, 200);
-            ids.push(r.json()["id"].as_str().unwrap().to_string());
+            ids.push(publish_at(addr, &json!({"topic": topic, "data": i.to_string()})).await);
         }
         ids
     })
@@ -876,15 +866,7 @@ async fn a_subscribe_replays_no_event_the_connection_has_already() {
             } else {
                 json!({"topic": "new", "data": i.to_string()})
             };
-            let r = request(
-                addr,
-                "POST",
-                "/publish",
-                &[("content-type", "application/json")],
-                body.to_string().as_bytes(),
-            )
-            .await;
-            ids.push(r.json()["id"].as_str().unwrap().to_string());
+            ids.push(publish_at(addr, &body).await);
         }
         ids
     });

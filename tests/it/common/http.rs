@@ -47,6 +47,25 @@ impl Resp {
     }
 }
 
+/// A JSON `POST` to the hub at `addr` (for tasks that cannot borrow the `TestHub`).
+pub async fn post_json_at(addr: SocketAddr, path: &str, v: &Value) -> Resp {
+    request(
+        addr,
+        "POST",
+        path,
+        &[("content-type", "application/json")],
+        v.to_string().as_bytes(),
+    )
+    .await
+}
+
+/// Publishes to the hub at `addr`, insists on success, and returns the event's id.
+pub async fn publish_at(addr: SocketAddr, v: &Value) -> String {
+    let r = post_json_at(addr, "/publish", v).await;
+    assert_eq!(r.status, 200, "publish failed: {}", r.text());
+    r.json()["id"].as_str().expect("an id").to_string()
+}
+
 /// One request on a fresh connection (`Connection: close`).
 pub async fn request(
     addr: SocketAddr,

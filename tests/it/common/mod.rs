@@ -86,14 +86,7 @@ impl TestHub {
     }
 
     pub async fn post_json(&self, path: &str, v: &Value) -> Resp {
-        request(
-            self.addr,
-            "POST",
-            path,
-            &[("content-type", "application/json")],
-            v.to_string().as_bytes(),
-        )
-        .await
+        post_json_at(self.addr, path, v).await
     }
 
     /// Publishes and insists on success; returns the answer.
