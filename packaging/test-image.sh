@@ -63,6 +63,13 @@ uid=$(awk '/^Uid:/ {print $2}' "/proc/$pid/status")
 [ "$uid" = 10001 ] || fail "the hub runs as uid $uid, not 10001"
 echo "healthy, running as uid $uid"
 
+# Fails with WHY unless /history of TOPIC holds the event ID.
+in_history() {
+  local history
+  history=$(curl -fsS -H "authorization: Bearer $tok" "$url/history?topic=$1")
+  case "$history" in *"\"$2\""*) ;; *) fail "$3: $history" ;; esac
+}
+
 token() { pm exec "$name" /usr/bin/runnel token --sub tester --subscribe 'box/*' --publish 'box/*' --ttl 10m; }
 tok=$(token)
 curl -sN --max-time 15 -H "authorization: Bearer $tok" "$url/events?topic=box/a" >"$work/stream" &
@@ -85,8 +92,7 @@ pm rm "$name" >/dev/null
 start "${env[@]}"
 wait_healthy
 tok=$(token)
-history=$(curl -fsS -H "authorization: Bearer $tok" "$url/history?topic=box/a")
-case "$history" in *"\"$id\""*) ;; *) fail "event $id lost across the restart: $history" ;; esac
+in_history box/a "$id" "event $id lost across the restart"
 echo "event $id kept in the volume"
 pm rm -f -t 10 "$name" >/dev/null
 
@@ -96,8 +102,7 @@ chmod 0644 "$work/runnel.toml"
 start -e RUNNEL_URL="$url" -v "$work/runnel.toml:/etc/runnel/runnel.toml:ro"
 wait_healthy
 tok=$(token)
-history=$(curl -fsS -H "authorization: Bearer $tok" "$url/history?topic=box/a")
-case "$history" in *"\"$id\""*) ;; *) fail "the mounted config did not serve the volume's log: $history" ;; esac
+in_history box/a "$id" "the mounted config did not serve the volume's log"
 echo "mounted config serves the same log"
 pm rm -f -t 10 "$name" >/dev/null
 
@@ -117,12 +122,11 @@ up
 tok=$(cd "$work/compose" && podman-compose -p "$name" exec -T runnel runnel token --sub tester \
   --publish 'box/*' --subscribe 'box/*' 2>>"$work/podman.log" | tail -n 1)
 answer=$(curl -fsS -H "authorization: Bearer $tok" -H 'content-type: application/json' \
-  -d '{"topic":"box/c","data":"compose"}' "$url/publish") || fail "compose publish: token [$tok]"
+  -d '{"topic":"box/c","data":"compose"}' "$url/publish") || fail "the publish through the compose service failed"
 cid=$(printf %s "$answer" | sed -n 's/.*"id":"\([^"]*\)".*/\1/p')
 compose down
 up
-history=$(curl -fsS -H "authorization: Bearer $tok" "$url/history?topic=box/c")
+in_history box/c "$cid" "the compose volume lost $cid"
 compose down -v
-case "$history" in *"\"$cid\""*) ;; *) fail "the compose volume lost $cid: $history" ;; esac
 echo "compose: published $cid, kept across down and up"
 echo "image test passed: $image"
