@@ -54,6 +54,22 @@ def _published(doc: Any, replayed: bool = False) -> Published:
     )
 
 
+def _event(doc: Any, time: datetime) -> Event:
+    """An event the hub sent as a JSON object (a history entry, a WebSocket ``event``
+    message): ``data`` is already the JSON value."""
+    data = doc.get("data") if isinstance(doc, dict) else None
+    raw = data if isinstance(data, str) else json.dumps(data, separators=(",", ":"))
+    kind = doc.get("event") if isinstance(doc, dict) else None
+    return Event(
+        id=_field(doc, "id", str),
+        event=kind if isinstance(kind, str) else None,
+        topics=tuple(_field(doc, "topics", list)),
+        data=data,
+        raw=raw,
+        time=time,
+    )
+
+
 def _since(value: Since) -> str:
     if isinstance(value, timedelta):
         return f"{max(1, int(value.total_seconds()))}s"
@@ -359,20 +375,7 @@ class AsyncClient:
         if limit is not None:
             params.append(("limit", str(limit)))
         doc = self._json(await self._request("GET", "/history", params=params, retries=2))
-        events = []
-        for e in _field(doc, "events", list):
-            data = e.get("data") if isinstance(e, dict) else None
-            raw = data if isinstance(data, str) else json.dumps(data, separators=(",", ":"))
-            events.append(
-                Event(
-                    id=_field(e, "id", str),
-                    event=e.get("event"),
-                    topics=tuple(_field(e, "topics", list)),
-                    data=data,
-                    raw=raw,
-                    time=_time(e.get("time")),
-                )
-            )
+        events = [_event(e, _time(e.get("time"))) for e in _field(doc, "events", list)]
         reset = None
         if isinstance(doc.get("reset"), dict):
             r = doc["reset"]

@@ -15,7 +15,7 @@ from urllib.parse import urlencode
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
 
-from ._aio import BaseSubscription
+from ._aio import BaseSubscription, _event, _published
 from ._backoff import Reconnect
 from ._errors import (
     AuthError,
@@ -46,13 +46,6 @@ def _ws_error(err: Any) -> RunnelError:
     if code in ("unavailable", "too_many_requests"):
         return UnavailableError(text, code=code)
     return BadRequestError(text, code=str(code) if code else None)
-
-
-def _published(doc: Any) -> Published:
-    try:
-        return Published(doc["id"], tuple(doc["topics"]), int(doc["delivered"]))
-    except (KeyError, TypeError, ValueError) as e:
-        raise ProtocolError(f"a publish was answered {str(doc)[:200]}") from e
 
 
 class AsyncWsSubscription(BaseSubscription):
@@ -277,20 +270,9 @@ class AsyncWsSubscription(BaseSubscription):
             eid = msg.get("id")
             if not isinstance(eid, str) or eid == self.last_event_id:
                 return
+            event = _event(msg, datetime.now(timezone.utc))
             self.last_event_id = eid
-            data = msg.get("data")
-            raw = data if isinstance(data, str) else json.dumps(data, separators=(",", ":"))
-            ev = msg.get("event")
-            await self._queue.put(
-                Event(
-                    id=eid,
-                    event=ev if isinstance(ev, str) else None,
-                    topics=tuple(msg.get("topics") or ()),
-                    data=data,
-                    raw=raw,
-                    time=datetime.now(timezone.utc),
-                )
-            )
+            await self._queue.put(event)
         elif kind == "reset":
             await self._queue.put(Reset(str(msg.get("reason") or "unknown"), self.last_event_id))
         elif kind in ("ack", "pong", "error"):
