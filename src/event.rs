@@ -2,11 +2,13 @@
 //! format and shared by every stream that receives them, and the hub's own messages
 //! (`connected`, `reset`, `closed`, `shutdown`), built here and nowhere else.
 
-use std::sync::OnceLock;
+use std::fmt;
+use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 use serde_json::{Value, json};
 
+use crate::ntfy::{self, Wire};
 use crate::sse;
 use crate::topic::{self, Pattern};
 use crate::ws;
@@ -46,26 +48,93 @@ pub enum Format {
     SseEnvelope,
     /// WebSocket text frames, one JSON object each (SPEC §5.8); the heartbeat is a ping.
     Ws,
+    /// ntfy's subscribe API (SPEC §11.1), on one of its wires.
+    NtfyJson,
+    NtfySse,
+    NtfyRaw,
+    NtfyWs,
 }
 
 impl Format {
     /// How many formats there are (the size of an event's encoding cache).
-    const COUNT: usize = 3;
+    const COUNT: usize = 7;
+
+    /// ntfy's wire, for ntfy's formats.
+    pub fn ntfy(self) -> Option<Wire> {
+        match self {
+            Format::NtfyJson => Some(Wire::Json),
+            Format::NtfySse => Some(Wire::Sse),
+            Format::NtfyRaw => Some(Wire::Raw),
+            Format::NtfyWs => Some(Wire::Ws),
+            Format::Sse | Format::SseEnvelope | Format::Ws => None,
+        }
+    }
+
+    /// Carried by a WebSocket connection.
+    pub fn is_websocket(self) -> bool {
+        matches!(self, Format::Ws | Format::NtfyWs)
+    }
+
+    /// An event names (some of) the topics the stream receives it on, so the stream's
+    /// topics are kept compiled beside its queue (see [`Event::encoded_for`]).
+    pub fn names_topics(self) -> bool {
+        self == Format::Ws || self.ntfy().is_some()
+    }
+
+    /// How `/connections` names the transport.
+    pub fn transport(self) -> &'static str {
+        match self {
+            Format::Sse | Format::SseEnvelope => "sse",
+            Format::Ws => "ws",
+            Format::NtfyJson => "ntfy-json",
+            Format::NtfySse => "ntfy-sse",
+            Format::NtfyRaw => "ntfy-raw",
+            Format::NtfyWs => "ntfy-ws",
+        }
+    }
 
     /// What a stream of this format sends before anything else.
     pub fn opening(self, retry_ms: u64) -> Bytes {
         match self {
-            Format::Sse | Format::SseEnvelope => sse::retry_frame(retry_ms),
-            Format::Ws => Bytes::new(),
+            Format::Sse | Format::SseEnvelope | Format::NtfySse => sse::retry_frame(retry_ms),
+            Format::Ws | Format::NtfyJson | Format::NtfyRaw | Format::NtfyWs => Bytes::new(),
         }
     }
 
-    /// What an idle stream of this format sends every heartbeat.
-    pub fn keepalive(self) -> Bytes {
+    /// What an idle stream of this format sends every heartbeat; `receives` names the
+    /// stream's topics (ntfy's `keepalive` event carries them).
+    pub fn keepalive(self, receives: Option<&[Pattern]>) -> Bytes {
         match self {
             Format::Sse | Format::SseEnvelope => sse::keepalive(),
             Format::Ws => ws::ping_frame(),
+            Format::NtfyJson | Format::NtfySse | Format::NtfyRaw | Format::NtfyWs => {
+                let wire = self.ntfy().unwrap_or(Wire::Json);
+                let topics = ntfy::pattern_list(receives);
+                ntfy::notice(wire, "keepalive", &topics, crate::time::unix_ms())
+            }
         }
+    }
+}
+
+/// A front door's own choice among the events a stream receives (ntfy's filters): events
+/// it refuses are neither queued nor replayed to the stream.
+#[derive(Clone)]
+pub struct EventFilter(Arc<dyn Fn(&Event) -> bool + Send + Sync>);
+
+impl EventFilter {
+    pub fn new(keep: impl Fn(&Event) -> bool + Send + Sync + 'static) -> EventFilter {
+        EventFilter(Arc::new(keep))
+    }
+
+    /// Does the stream get `e`?
+    pub fn keeps(&self, e: &Event) -> bool {
+        (self.0)(e)
+    }
+}
+
+impl fmt::Debug for EventFilter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("EventFilter")
     }
 }
 
@@ -137,17 +206,24 @@ impl Event {
                     )
                 }
                 Format::Ws => self.ws_frame(&self.topics),
+                Format::NtfyJson | Format::NtfySse | Format::NtfyRaw | Format::NtfyWs => {
+                    let wire = format.ntfy().unwrap_or(Wire::Json);
+                    let topic = self.topics.first().map_or("", String::as_str);
+                    ntfy::encode_event(wire, &self.ntfy(), topic)
+                }
             })
             .clone()
     }
 
     /// The event in a stream's format, for a stream that receives `receives` (topics and
     /// patterns): over WebSocket, `topics` names only those of the event's topics the
-    /// connection receives. Only an event on several topics, reaching a connection that
-    /// does not receive them all, gets an encoding of its own; every other one shares
-    /// [`Event::encoded`].
+    /// connection receives; through ntfy, `topic` is the first of them. Only an event on
+    /// several topics, reaching a stream that does not receive them all, gets an encoding of
+    /// its own; every other one shares [`Event::encoded`].
     pub fn encoded_for(&self, format: Format, receives: Option<&[Pattern]>) -> Bytes {
-        let (Format::Ws, Some(receives), [_, _, ..]) = (format, receives, &self.topics[..]) else {
+        let (true, Some(receives), [_, _, ..]) =
+            (format.names_topics(), receives, &self.topics[..])
+        else {
             return self.encoded(format);
         };
         let kept: Vec<String> = self
@@ -156,6 +232,12 @@ impl Event {
             .filter(|t| topic::any_matches(receives, t))
             .cloned()
             .collect();
+        if let Some(wire) = format.ntfy() {
+            return match kept.first() {
+                Some(t) if *t != self.topics[0] => ntfy::encode_event(wire, &self.ntfy(), t),
+                _ => self.encoded(format),
+            };
+        }
         if kept.len() == self.topics.len() || kept.is_empty() {
             return self.encoded(format);
         }
@@ -183,6 +265,17 @@ impl Event {
         }
         j.push('}');
         ws::text_frame(j.as_bytes())
+    }
+
+    /// What ntfy's API reads of the event.
+    pub fn ntfy(&self) -> ntfy::Msg<'_> {
+        ntfy::Msg {
+            id: &self.id,
+            time_ms: self.time_ms,
+            event: self.event.as_deref(),
+            data: &self.data,
+            json: self.json,
+        }
     }
 
     /// About the bytes of the event on the wire (to bound joined writes and reads).
@@ -319,9 +412,12 @@ impl Control {
     /// The message in a stream's format. Over WebSocket, `{"type": name, ...data}`, and
     /// for the messages that end a connection, the close frame with its code after it.
     pub fn encode(&self, format: Format) -> Bytes {
+        if let Some(wire) = format.ntfy() {
+            return self.encode_ntfy(wire);
+        }
         match format {
             Format::Sse | Format::SseEnvelope => sse::control_frame(self.name(), &self.data()),
-            Format::Ws => {
+            _ => {
                 let mut v = self.data();
                 if let Value::Object(m) = &mut v {
                     m.shift_insert(0, "type".into(), Value::from(self.name()));
@@ -332,6 +428,25 @@ impl Control {
                     None => ws::text_frame(text.as_bytes()),
                 }
             }
+        }
+    }
+
+    /// Through ntfy, `connected` is ntfy's `open`; a `reset` has no counterpart (the stream
+    /// replays from the oldest retained event, as ntfy's `since=all`); an ending is the end
+    /// of the response, or over ntfy's `/ws` the close frame alone.
+    fn encode_ntfy(&self, wire: Wire) -> Bytes {
+        match self {
+            Control::Connected { topics, .. } => ntfy::notice(
+                wire,
+                "open",
+                &ntfy::topic_list(topics.iter().map(String::as_str)),
+                crate::time::unix_ms(),
+            ),
+            Control::Reset { .. } => Bytes::new(),
+            Control::Closed(_) | Control::Shutdown => match (wire, self.close_code()) {
+                (Wire::Ws, Some((code, why))) => ws::close_frame(code, why),
+                _ => Bytes::new(),
+            },
         }
     }
 
@@ -472,7 +587,7 @@ mod tests {
             r#"{"type":"reset","reason":"unknown_id","last_event_id":null}"#
         );
         assert_eq!(f.len(), 2 + ws_text(&f).len(), "no close after a reset");
-        assert_eq!(&Format::Ws.keepalive()[..], &[0x89, 0]);
+        assert_eq!(&Format::Ws.keepalive(None)[..], &[0x89, 0]);
         assert!(Format::Ws.opening(100).is_empty());
     }
 }

@@ -21,7 +21,7 @@
 //! - Leaves, which import nothing of the hub: `event` (events, the hub's own messages and
 //!   their wire formats), [`sse`] (framing and a parser), [`topic`], [`config`] (and its
 //!   value types), [`error`], `idempotency`, [`shutdown`], `time`, `random`, `ws`
-//!   (WebSocket frames the hub sends).
+//!   (WebSocket frames the hub sends), `ntfy` (ntfy's message object on its wires).
 
 #![warn(clippy::too_many_lines)]
 
@@ -36,6 +36,7 @@ pub(crate) mod http;
 pub(crate) mod hub;
 pub(crate) mod idempotency;
 pub mod message;
+pub(crate) mod ntfy;
 pub(crate) mod publisher;
 pub(crate) mod random;
 pub mod server;

@@ -32,7 +32,7 @@ pub(crate) use queue::Subscriber;
 use registry::Registry;
 
 use crate::error::Error;
-use crate::event::{CloseReason, Ending, Event};
+use crate::event::{CloseReason, Ending, Event, EventFilter, Format};
 
 /// Counters shown by `/stats` and `/metrics`.
 #[derive(Debug, Default)]
@@ -101,8 +101,10 @@ pub(crate) struct StreamSpec {
     pub topics: Vec<String>,
     /// When the stream's credential expires (Unix ms).
     pub expires_at: Option<u64>,
-    /// A WebSocket connection rather than an SSE stream.
-    pub ws: bool,
+    /// How it is written (SSE, WebSocket, ntfy).
+    pub format: Format,
+    /// The front door's choice among the events it receives.
+    pub filter: Option<EventFilter>,
 }
 
 /// What a stream registration returns.
@@ -123,8 +125,8 @@ pub(crate) struct ConnectionInfo {
     pub topics: Vec<String>,
     pub connected_at: u64,
     pub queued: usize,
-    /// A WebSocket connection rather than an SSE stream.
-    pub ws: bool,
+    /// `sse`, `ws`, or one of ntfy's (`ntfy-json`...).
+    pub transport: &'static str,
 }
 
 /// Counts for `/stats`.
@@ -230,7 +232,8 @@ impl Broker {
             ip,
             topics: Vec::new(),
             expires_at: None,
-            ws: false,
+            format: Format::Sse,
+            filter: None,
         };
         self.admit(&self.registry(), &spec).map(drop)
     }
@@ -418,7 +421,7 @@ impl Broker {
                 topics: e.topics.clone(),
                 connected_at: e.sub.connected_at,
                 queued: e.sub.queued(),
-                ws: e.sub.ws,
+                transport: e.sub.format.transport(),
             })
             .collect();
         v.sort_by_key(|c| c.connected_at);
@@ -441,7 +444,11 @@ impl Broker {
         per_topic.sort();
         BrokerSnapshot {
             connections: reg.streams.len(),
-            websockets: reg.streams.values().filter(|e| e.sub.ws).count(),
+            websockets: reg
+                .streams
+                .values()
+                .filter(|e| e.sub.format.is_websocket())
+                .count(),
             users: reg.by_user.len(),
             subscriptions: reg.streams.values().map(|e| e.topics.len()).sum(),
             per_topic,

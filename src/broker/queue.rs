@@ -10,7 +10,7 @@ use std::task::{Context, Poll, Waker};
 use bytes::{Bytes, BytesMut};
 
 use super::Counters;
-use crate::event::{CloseReason, Ending, Event, Format};
+use crate::event::{CloseReason, Ending, Event, EventFilter, Format};
 use crate::topic::Pattern;
 
 /// Largest write built by joining waiting events.
@@ -27,7 +27,7 @@ impl Item {
     fn encode(&self, format: Format, receives: Option<&[Pattern]>) -> Bytes {
         match self {
             Item::Event(e) => e.encoded_for(format, receives),
-            Item::Keepalive => format.keepalive(),
+            Item::Keepalive => format.keepalive(receives),
         }
     }
 
@@ -61,8 +61,10 @@ pub(crate) struct Subscriber {
     pub connected_at: u64,
     /// Unix time in ms when the credential expires: the stream ends then.
     pub expires_at: Option<u64>,
-    /// A WebSocket connection (SPEC §5.8) rather than an SSE stream.
-    pub ws: bool,
+    /// How it is written: SSE, WebSocket (SPEC §5.8), or one of ntfy's (SPEC §11.1).
+    pub format: Format,
+    /// The front door's choice among the events it would receive (ntfy's filters).
+    filter: Option<EventFilter>,
     queue: Mutex<Queue>,
 }
 
@@ -76,8 +78,8 @@ struct Queue {
     last_write_ms: u64,
     /// How the hub ended the stream, if it did.
     ended: Option<Ending>,
-    /// What a WebSocket connection receives (kept by the registry), so that an event on
-    /// several topics names only those it receives. `None` for SSE streams.
+    /// What a WebSocket or ntfy connection receives (kept by the registry), so that an
+    /// event on several topics names only those it receives. `None` for SSE streams.
     receives: Option<Arc<[Pattern]>>,
 }
 
@@ -103,7 +105,8 @@ impl Subscriber {
             ip: spec.ip,
             connected_at,
             expires_at: spec.expires_at,
-            ws: spec.ws,
+            format: spec.format,
+            filter: spec.filter.clone(),
             queue: Mutex::new(Queue {
                 items: VecDeque::new(),
                 waker: None,
@@ -127,8 +130,16 @@ impl Subscriber {
         crate::topic::visible_to(topic, self.user.as_deref(), self.admin)
     }
 
-    /// Queues one event.
+    /// The front door's filter, if it has one.
+    pub fn filter(&self) -> Option<&EventFilter> {
+        self.filter.as_ref()
+    }
+
+    /// Queues one event (unless the stream's filter leaves it out).
     pub(super) fn push(&self, event: &Arc<Event>, cap: usize, counters: &Counters) -> Push {
+        if self.filter.as_ref().is_some_and(|f| !f.keeps(event)) {
+            return Push::Skipped;
+        }
         let waker;
         {
             let mut q = self.lock();
@@ -211,17 +222,17 @@ impl Subscriber {
         self.lock().ended
     }
 
-    /// What the stream receives now, for a WebSocket connection (the registry sets it).
+    /// What the stream receives now, for a format that names topics (the registry sets it).
     /// Compiled here, once per change, so that delivering an event only matches.
     pub(super) fn set_receives(&self, topics: &[String]) {
-        if self.ws {
+        if self.format.names_topics() {
             let patterns: Arc<[Pattern]> =
                 topics.iter().filter_map(|t| Pattern::new(t).ok()).collect();
             self.lock().receives = Some(patterns);
         }
     }
 
-    /// What a WebSocket connection receives now (`None` for SSE).
+    /// What a WebSocket or ntfy connection receives now (`None` for SSE).
     pub fn receives(&self) -> Option<Arc<[Pattern]>> {
         self.lock().receives.clone()
     }

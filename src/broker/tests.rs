@@ -17,7 +17,8 @@ fn spec(user: Option<&str>, expires_at: Option<u64>) -> StreamSpec {
         ip: std::net::Ipv4Addr::LOCALHOST.into(),
         topics: vec!["t".into()],
         expires_at,
-        ws: false,
+        format: crate::event::Format::Sse,
+        filter: None,
     }
 }
 

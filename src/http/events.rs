@@ -50,6 +50,7 @@ fn request(parts: &Parts, peer: SocketAddr, path_topic: Option<String>) -> Strea
         last_event_id: None,
         ip: peer.ip(),
         format: Format::Sse,
+        filter: None,
     };
     let mut query_last = None;
     for (k, v) in query(parts) {

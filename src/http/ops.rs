@@ -66,7 +66,7 @@ fn connections(hub: &Hub) -> Resp {
                 "topics": c.topics,
                 "connected_at": c.connected_at,
                 "queued": c.queued,
-                "transport": if c.ws { "ws" } else { "sse" },
+                "transport": c.transport,
             })
         })
         .collect();

@@ -65,26 +65,14 @@ impl WsSession {
 
 /// Checks the handshake and opens the connection's subscription; the answer is the `101`.
 pub(super) fn upgrade(hub: &Hub, parts: &Parts, peer: SocketAddr) -> Result<Resp, Error> {
-    let own = parts.extensions.get::<OwnConnection>().is_some();
-    // HTTP/2 has no `Upgrade` header: say what is missing rather than ask for it.
-    let key = match handshake_key(parts) {
-        Err(_) if parts.version == http::Version::HTTP_2 => None,
-        k => Some(k?),
-    };
-    let Some(key) = key.filter(|_| own) else {
-        return Err(Error::BadRequest(
-            "GET /ws needs an HTTP/1.1 connection whose first request is the WebSocket upgrade \
-             (not HTTP/2, not a kept-alive connection)"
-                .into(),
-        ));
-    };
+    let key = ws_key(parts)?;
     let caller = super::caller(parts)?;
-    check_origin(hub, parts)?;
     let mut req = StreamRequest {
         named: Vec::new(),
         last_event_id: None,
         ip: peer.ip(),
         format: Format::Ws,
+        filter: None,
     };
     for (k, v) in query(parts) {
         match k.as_str() {
@@ -93,6 +81,46 @@ pub(super) fn upgrade(hub: &Hub, parts: &Parts, peer: SocketAddr) -> Result<Resp
             _ => {}
         }
     }
+    accept(hub, parts, &key, caller, req)
+}
+
+/// The same for a stream another front door asked for (ntfy's `/<topics>/ws`).
+pub(super) fn upgrade_stream(
+    hub: &Hub,
+    parts: &Parts,
+    caller: Caller,
+    req: StreamRequest,
+) -> Result<Resp, Error> {
+    let key = ws_key(parts)?;
+    accept(hub, parts, &key, caller, req)
+}
+
+/// `Sec-WebSocket-Key` of an upgrade this connection can take.
+fn ws_key(parts: &Parts) -> Result<String, Error> {
+    let own = parts.extensions.get::<OwnConnection>().is_some();
+    // HTTP/2 has no `Upgrade` header: say what is missing rather than ask for it.
+    let key = match handshake_key(parts) {
+        Err(_) if parts.version == http::Version::HTTP_2 => None,
+        k => Some(k?),
+    };
+    key.filter(|_| own).ok_or_else(|| {
+        Error::BadRequest(format!(
+            "GET {} needs an HTTP/1.1 connection whose first request is the WebSocket upgrade \
+             (not HTTP/2, not a kept-alive connection)",
+            parts.uri.path()
+        ))
+    })
+}
+
+/// The checks that follow the handshake's, the subscription, and the `101`.
+fn accept(
+    hub: &Hub,
+    parts: &Parts,
+    key: &str,
+    caller: Caller,
+    req: StreamRequest,
+) -> Result<Resp, Error> {
+    check_origin(hub, parts)?;
     let sub = hub.subscribe(&caller, req)?;
     let (_, opened_since) = sub.opening_cover();
     let session = WsSession {
@@ -106,7 +134,7 @@ pub(super) fn upgrade(hub: &Hub, parts: &Parts, peer: SocketAddr) -> Result<Resp
     let h = resp.headers_mut();
     h.insert(UPGRADE, HeaderValue::from_static("websocket"));
     h.insert(CONNECTION, HeaderValue::from_static("upgrade"));
-    if let Ok(v) = HeaderValue::from_str(&crate::ws::accept_key(&key)) {
+    if let Ok(v) = HeaderValue::from_str(&crate::ws::accept_key(key)) {
         h.insert("sec-websocket-accept", v);
     }
     Ok(resp)

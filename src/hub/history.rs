@@ -131,3 +131,67 @@ fn page(
         reset,
     })
 }
+
+/// Where a stream starts when it asks for events by time or for the newest one (ntfy's
+/// `since=<time>` and `since=latest`) rather than after an id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum StartAt {
+    /// The first event published at or after this time (Unix ms).
+    Time(u64),
+    /// The newest retained event.
+    Latest,
+}
+
+impl Hub {
+    /// The id a stream on `topics` resumes after to begin at `start`: just before the event
+    /// found, or (none found) the newest id now, so that nothing published meanwhile is
+    /// missed. Checked as history is; the log is scanned off the async workers.
+    pub async fn start_point(
+        &self,
+        caller: &Caller,
+        topics: &[String],
+        start: StartAt,
+    ) -> Result<String, Error> {
+        if !caller.may_stream() {
+            return Err(Error::Unauthorized("credentials are required".into()));
+        }
+        caller.check_readable(topics)?;
+        let sel = Selector::new(topics, caller.user.clone(), caller.admin);
+        let until = self.inner.broker.fanned_through();
+        let log = self.inner.log.clone();
+        let seq = tokio::task::spawn_blocking(move || find_start(&*log, &sel, until, start))
+            .await
+            .map_err(|e| Error::unavailable(format!("the log read failed: {e}")))?
+            .map_err(|e| Error::unavailable(format!("the event log cannot be read: {e}")))?;
+        Ok(self.inner.log.ids().format(seq))
+    }
+}
+
+/// The seq to resume after (blocking).
+fn find_start(
+    log: &dyn Log,
+    sel: &Selector,
+    until: u64,
+    start: StartAt,
+) -> Result<u64, crate::store::StoreError> {
+    let mut at = 0;
+    let mut latest = None;
+    loop {
+        let max = ReadLimit {
+            events: 1024,
+            bytes: 1 << 20,
+        };
+        let chunk = log.read(sel, at, until, max)?;
+        for e in &chunk.events {
+            match start {
+                StartAt::Time(ms) if e.time_ms >= ms => return Ok(e.seq - 1),
+                StartAt::Time(_) => {}
+                StartAt::Latest => latest = Some(e.seq),
+            }
+        }
+        at = chunk.next_after;
+        if chunk.done {
+            return Ok(latest.map_or(until, |s| s - 1));
+        }
+    }
+}

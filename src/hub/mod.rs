@@ -23,7 +23,7 @@ use std::time::Instant;
 
 use anyhow::Context as _;
 
-pub(crate) use history::{HistoryQuery, MAX_LIMIT};
+pub(crate) use history::{HistoryQuery, MAX_LIMIT, StartAt};
 pub(crate) use ops::Stats;
 pub(crate) use publish::Outcome;
 pub(crate) use subscribe::SessionChange;

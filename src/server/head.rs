@@ -129,7 +129,12 @@ fn parse_head(buf: &[u8]) -> Parsed {
         return Parsed::Other;
     };
     let route = path.split('?').next().unwrap_or("");
-    let ws = route == "/ws";
+    // runnel's WebSocket, and ntfy's (`/<topics>/ws`).
+    let ws = route == "/ws"
+        || route
+            .strip_suffix("/ws")
+            .and_then(|t| t.strip_prefix('/'))
+            .is_some_and(|t| !t.is_empty() && !t.contains('/'));
     if route != "/events" && !route.starts_with("/events/") && !ws {
         return Parsed::Other;
     }
@@ -242,6 +247,11 @@ mod tests {
             "GET /ws?topic=a HTTP/1.1\r\nupgrade: websocket\r\n\r\n"
         ));
         assert!(!is_stream("GET /wsx HTTP/1.1\r\n\r\n"));
+        assert!(is_stream(
+            "GET /a,b/ws HTTP/1.1\r\nupgrade: websocket\r\n\r\n"
+        ));
+        assert!(!is_stream("GET /a/b/ws HTTP/1.1\r\n\r\n"));
+        assert!(!is_stream("GET //ws HTTP/1.1\r\n\r\n"));
         assert!(!is_stream("GET /health HTTP/1.1\r\n\r\n"));
         assert!(!is_stream("POST /events HTTP/1.1\r\n\r\n"));
         assert!(!is_stream("HEAD /events HTTP/1.1\r\n\r\n"));

@@ -172,6 +172,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
     async fn received(&mut self, msg: Message) -> bool {
         self.last_heard = self.session.sub.now_ms();
         match msg {
+            // ntfy's WebSocket only sends: what its clients send is not read, as in ntfy.
+            Message::Text(_) | Message::Binary(_) if self.session.sub.format().ntfy().is_some() => {
+                true
+            }
             Message::Text(text) => {
                 let mut ctx = ws_ops::Ctx {
                     hub: &self.hub,

@@ -24,7 +24,7 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 
 use crate::broker::{Broker, Subscriber};
-use crate::event::{Ending, Format};
+use crate::event::{Ending, EventFilter, Format};
 use crate::store::SharedLog;
 
 use replay::Replay;
@@ -39,6 +39,8 @@ pub(crate) struct StreamRequest {
     pub last_event_id: Option<String>,
     pub ip: IpAddr,
     pub format: Format,
+    /// A front door's choice among the events the stream would receive (ntfy's filters).
+    pub filter: Option<EventFilter>,
 }
 
 /// Opens streams: the hub's parts a stream needs, and the settings it uses.
@@ -91,7 +93,7 @@ impl Subscription {
             match replay.poll_next(
                 cx,
                 self.format,
-                receives.as_deref(),
+                (receives.as_deref(), self.sub.filter()),
                 counters,
                 &mut self.sent,
             ) {
@@ -132,6 +134,11 @@ impl Subscription {
         };
         let topics = self.topics.split(',').filter(|t| !t.is_empty());
         (topics.map(str::to_string).collect(), since)
+    }
+
+    /// How it is written.
+    pub fn format(&self) -> Format {
+        self.format
     }
 
     /// The public connection id.

@@ -7,7 +7,7 @@ use super::{Skip, StreamRequest, Streams, Subscription};
 use crate::auth::Caller;
 use crate::broker::StreamSpec;
 use crate::error::Error;
-use crate::event::{Control, Format, ResetReason};
+use crate::event::{Control, ResetReason};
 use crate::store::{Resume, Selector};
 use crate::topic;
 
@@ -53,7 +53,8 @@ impl Streams {
                 ip: req.ip,
                 topics,
                 expires_at: caller.expires_at,
-                ws: req.format == Format::Ws,
+                format: req.format,
+                filter: req.filter.clone(),
             },
             |t| caller.can_read(t),
         )?;

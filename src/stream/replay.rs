@@ -10,7 +10,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use tokio::task::JoinHandle;
 
 use crate::broker::Counters;
-use crate::event::{Control, Format, ResetReason};
+use crate::event::{Control, EventFilter, Format, ResetReason};
 use crate::store::{Chunk, ReadLimit, Selector, SharedLog, StoreError};
 use crate::topic::Pattern;
 
@@ -117,7 +117,7 @@ impl Replay {
         &mut self,
         cx: &mut Context<'_>,
         format: Format,
-        receives: Option<&[Pattern]>,
+        (receives, filter): (Option<&[Pattern]>, Option<&EventFilter>),
         counters: &Counters,
         sent: &mut u64,
     ) -> Poll<Result<Option<Bytes>, String>> {
@@ -157,6 +157,9 @@ impl Replay {
             let mut chunk = chunk;
             if let Some(skip) = &self.skip {
                 chunk.events.retain(|e| !skip.has(e));
+            }
+            if let Some(f) = filter {
+                chunk.events.retain(|e| f.keeps(e));
             }
             if !chunk.events.is_empty() {
                 counters

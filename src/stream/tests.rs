@@ -21,6 +21,7 @@ fn open_on_t(streams: &Streams, last_event_id: &str, format: Format) -> Subscrip
         last_event_id: Some(last_event_id.into()),
         ip: std::net::Ipv4Addr::LOCALHOST.into(),
         format,
+        filter: None,
     };
     streams.open(&caller, req).unwrap()
 }

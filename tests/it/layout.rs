@@ -16,6 +16,7 @@ const LEAVES: &[&str] = &[
     "error",
     "event",
     "idempotency",
+    "ntfy",
     "random",
     "shutdown",
     "sse",
