@@ -2,8 +2,9 @@
 //!
 //! Every request becomes a [`Caller`] before a handler looks at it. Credentials are taken
 //! from the first carrier present, in this order: `Authorization: Bearer` (a JWT or an API
-//! key), `X-API-Key`, `x-auth-token` (a JWT), `?token=` (a JWT, or a single-use exchange
-//! token on `GET /events`), and the auth cookie (a JWT). A carrier that is present but wrong
+//! key; `Basic` with one of those as its password is the same), `X-API-Key`, `x-auth-token`
+//! (a JWT), `?token=` (a JWT, or a single-use exchange token on `GET /events`), ntfy's
+//! `?auth=` (an `Authorization` value in base64), and the auth cookie (a JWT). A carrier that is present but wrong
 //! is a 401: it never falls through to the next one.
 //!
 //! Permissions: `role: admin` may do everything. Otherwise a caller reads what its
