@@ -58,6 +58,7 @@ pub struct Config {
     pub cors: CorsConfig,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls: Option<TlsConfig>,
+    pub ntfy: NtfyConfig,
 }
 
 impl Default for Config {
@@ -74,6 +75,7 @@ impl Default for Config {
             auth: AuthConfig::default(),
             cors: CorsConfig::default(),
             tls: None,
+            ntfy: NtfyConfig::default(),
         }
     }
 }
@@ -277,6 +279,19 @@ pub struct ApiKeyConfig {
 pub struct CorsConfig {
     /// Exact origins (`https://app.example.com`); credentials are allowed for them.
     pub allow_origins: Vec<String>,
+}
+
+/// ntfy's publish and subscribe API beside runnel's own (SPEC §11.1).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NtfyConfig {
+    pub enabled: bool,
+}
+
+impl Default for NtfyConfig {
+    fn default() -> Self {
+        NtfyConfig { enabled: true }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

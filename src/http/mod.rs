@@ -9,13 +9,15 @@
 //! - `router`: paths and methods; `body`: request and response bodies and their helpers;
 //! - one file per group of handlers: `events`, `history`, `publish`, `session`
 //!   (subscriptions, exchange tokens, the cookie), `ops`, `assets`, `ws` (the WebSocket
-//!   handshake); `cors`: preflight and headers.
+//!   handshake); `cors`: preflight and headers;
+//! - `ntfy`: ntfy's publish and subscribe API (SPEC §11.1), a front door of its own.
 
 mod assets;
 mod body;
 mod cors;
 mod events;
 mod history;
+mod ntfy;
 mod ops;
 mod publish;
 mod router;

@@ -63,7 +63,7 @@ pub(super) async fn notify(
 }
 
 /// Publishing needs credentials (unless auth is off): refuse before reading the body.
-fn publisher(parts: &Parts) -> Result<Caller, Error> {
+pub(super) fn publisher(parts: &Parts) -> Result<Caller, Error> {
     let caller = super::caller(parts)?;
     if caller.open || caller.is_authenticated() {
         Ok(caller)

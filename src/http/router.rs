@@ -7,12 +7,29 @@ use http::Method;
 use http::request::Parts;
 
 use super::body::decode_path;
-use super::{Req, ReqBody, Resp, assets, events, history, ops, publish, session, ws};
+use super::{Req, ReqBody, Resp, assets, events, history, ntfy, ops, publish, session, ws};
 use crate::error::Error;
 use crate::hub::Hub;
 
 pub(super) async fn dispatch(hub: &Hub, req: Req, peer: SocketAddr) -> Result<Resp, Error> {
     let (parts, body) = req.into_parts();
+    let ntfy = hub.config().ntfy.enabled;
+    if ntfy && parts.uri.path() == "/" && matches!(parts.method, Method::POST | Method::PUT) {
+        // ntfy's JSON publishing.
+        return Ok(ntfy::route(hub, parts, body, peer)
+            .await
+            .unwrap_or_else(|| ntfy::error_response(&Error::NotFound("/".into()))));
+    }
+    own_routes(hub, parts, body, peer).await
+}
+
+/// runnel's own routes (SPEC §5), then ntfy's (SPEC §11.1).
+async fn own_routes(
+    hub: &Hub,
+    parts: Parts,
+    body: ReqBody,
+    peer: SocketAddr,
+) -> Result<Resp, Error> {
     let path = parts.uri.path();
     let m = &parts.method;
     match path {
@@ -77,7 +94,7 @@ pub(super) async fn dispatch(hub: &Hub, req: Req, peer: SocketAddr) -> Result<Re
     }
 }
 
-/// Paths that carry an argument: a topic or a connection id.
+/// Paths that carry an argument: a topic or a connection id; then ntfy's paths.
 async fn with_argument(
     hub: &Hub,
     parts: Parts,
@@ -98,7 +115,11 @@ async fn with_argument(
         allow(m, &[Method::DELETE], "DELETE")?;
         ops::close_connection(hub, &parts, id)
     } else {
-        Err(Error::NotFound(format!("no such endpoint: {path}")))
+        let missing = Error::NotFound(format!("no such endpoint: {path}"));
+        if !hub.config().ntfy.enabled {
+            return Err(missing);
+        }
+        ntfy::route(hub, parts, body, peer).await.ok_or(missing)
     }
 }
 

@@ -12,6 +12,7 @@ mod layout;
 mod lifecycle;
 mod limits;
 mod logs;
+mod ntfy;
 mod ops;
 mod publish;
 mod reliability;
