@@ -614,6 +614,105 @@ test("notification events show as toasts, which auto-hide after their duration o
   await page.context().close();
 });
 
+test("ntfy messages show as messages: title, text, priority, tags, link, actions; the raw JSON stays", async () => {
+  const topic = "ntfy/nas";
+  const page = await newPage({ width: 1280, height: 800 });
+  const errors = [];
+  page.on("pageerror", (e) => errors.push(e.message));
+  // One published before the console opens: the history shows it the same way.
+  const earlier = await publish({ topic, event: "message",
+    data: { message: "nightly check passed", title: "NAS", priority: 2, tags: ["white_check_mark"] } });
+  await consoleFor(page, jwt({ sub: "nia" }), topic);
+  await page.waitForSelector("#log tr.hist");
+  const rowOf = async (id) => {
+    const row = page.locator(`#log tr.event:has(td:nth-child(2):text-is("${id}"))`);
+    await row.waitFor();
+    return row;
+  };
+  const past = await rowOf(earlier.id);
+  assert.match(await past.getAttribute("class"), /\bpast\b/);
+  assert.equal(await past.locator(".ntfy .title").textContent(), "NAS");
+  assert.equal(await past.locator(".ntfy .msg").textContent(), "nightly check passed");
+  assert.equal(await past.locator(".ntfy .prio").textContent(), "low (2)");
+  assert.equal(await past.locator(".ntfy .emoji").textContent(), "✅");
+
+  const data = {
+    message: "Backup done\n<b>42 GB</b> in **3 min**",
+    title: "NAS",
+    priority: 5,
+    tags: ["warning", "backup"],
+    click: "https://example.com/run/1",
+    icon: "https://example.com/i.png",
+    actions: [
+      { action: "view", label: "Open", url: "https://example.com/logs" },
+      { action: "http", label: "Retry", url: "https://example.com/retry" },
+      { action: "view", label: "Sneaky", url: "javascript:alert(2)" },
+    ],
+    content_type: "text/markdown",
+  };
+  const sent = await publish({ topic, event: "message", data });
+  const row = await rowOf(sent.id);
+  assert.equal(await row.locator("td:nth-child(3)").textContent(), "message");
+  const view = row.locator("td.data.ntfy");
+  assert.equal(await view.locator(".title").textContent(), "NAS");
+  // The text as text: markup and markdown shown as written, no element made of them.
+  assert.equal(await view.locator(".msg").textContent(), data.message);
+  assert.equal(await view.locator(".msg *").count(), 0);
+  const prio = view.locator(".prio");
+  assert.equal(await prio.textContent(), "urgent (5)");
+  const bg = (loc) => loc.evaluate((e) => getComputedStyle(e).backgroundColor);
+  assert.equal(await bg(prio), "rgb(207, 34, 46)", "urgent stands out");
+  assert.notEqual(await bg(past.locator(".prio")), await bg(prio));
+  // A tag with an emoji shows as the emoji, the others as chips.
+  assert.deepEqual(await view.locator(".emoji").allTextContents(), ["⚠️"]);
+  assert.equal(await view.locator(".emoji").getAttribute("title"), "warning");
+  assert.deepEqual(await view.locator(".tag").allTextContents(), ["backup"]);
+  const click = view.locator("a.click");
+  assert.equal(await click.getAttribute("href"), "https://example.com/run/1");
+  assert.equal(await click.getAttribute("target"), "_blank");
+  assert.equal(await click.getAttribute("rel"), "noopener noreferrer");
+  // view actions are links (http(s) only); the others are named.
+  const actions = view.locator("a.action");
+  assert.deepEqual(await actions.allTextContents(), ["Open"]);
+  assert.equal(await actions.getAttribute("href"), "https://example.com/logs");
+  const meta = await view.locator(".meta").textContent();
+  assert.ok(meta.includes("Retry (http)"), meta);
+  assert.ok(meta.includes("Sneaky: javascript:alert(2) (not linked)"), meta);
+  assert.equal(await view.locator("img").count(), 0, "the icon is not loaded");
+  // The whole data, folded, as before.
+  const raw = view.locator("details");
+  assert.equal(await raw.evaluate((d) => d.open), false);
+  assert.equal(await raw.locator(".preview").textContent(), "raw JSON");
+  assert.equal(await raw.locator("pre").textContent(), JSON.stringify(data, null, 2));
+
+  // A click URL that is not http(s) is no link.
+  const bad = await publish({ topic, event: "message",
+    data: { message: "do not click", click: "javascript:alert(1)" } });
+  const badRow = await rowOf(bad.id);
+  assert.equal(await badRow.locator(".ntfy .msg").textContent(), "do not click");
+  assert.equal(await badRow.locator("a").count(), 0);
+  assert.equal(await page.locator('#log a[href="javascript:alert(1)"]').count(), 0);
+  assert.equal(await page.locator('#log a[href^="javascript:"]').count(), 0);
+  assert.equal(await badRow.locator(".ntfy .head, .ntfy .prio").count(), 0, "default priority: no badge");
+
+  // Not ntfy-shaped: shown as before.
+  const plain = await publish({ topic, data: { hello: "plain" } });
+  const typed = await publish({ topic, event: "update", data: { message: "an update, not a message" } });
+  const number = await publish({ topic, event: "message", data: { message: 42 } });
+  const text = await publish({ topic, event: "message", data: "just text" });
+  for (const [id, preview] of [[plain.id, '{"hello":"plain"}'],
+    [typed.id, '{"message":"an update, not a message"}'], [number.id, '{"message":42}']]) {
+    const r = await rowOf(id);
+    assert.equal(await r.locator("td.data").getAttribute("class"), "data");
+    assert.equal(await r.locator("td.data .preview").textContent(), preview);
+  }
+  const textRow = await rowOf(text.id);
+  assert.equal(await textRow.locator("td.data").textContent(), "just text");
+  assert.equal(await page.locator("#log .ntfy").count(), 3);
+  assert.deepEqual(errors, []);
+  await page.context().close();
+});
+
 test("browser notifications: permission asked on the click only, shown while the tab is hidden", async () => {
   const ctx = await browser.newContext({ viewport: { width: 1280, height: 800 } });
   // A stand-in for the Notification API that records what the page asks and shows, and a
