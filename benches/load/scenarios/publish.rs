@@ -44,14 +44,16 @@ pub async fn publish(server: &Server, opts: &Opts) {
         .collect();
     tokio::time::sleep_until(measure_from.into()).await;
     let before = disk(server, opts).await;
+    let cpu_before = server.cpu_s();
     counts.measuring.store(true, Ordering::Relaxed);
     let t0 = Instant::now();
     for t in tasks {
         t.await.unwrap();
     }
     let secs = t0.elapsed().as_secs_f64();
+    let cpu = server.cpu_s().zip(cpu_before).map(|(b, a)| b - a);
     let after = disk(server, opts).await;
-    report(server, opts, &counts, secs, before.zip(after)).await;
+    report(server, opts, &counts, secs, before.zip(after), cpu).await;
 }
 
 /// One publisher: its own connection, paced if `--publish-rate` is given.
@@ -136,6 +138,7 @@ async fn report(
     counts: &Counts,
     secs: f64,
     disk: Option<(Disk, Disk)>,
+    cpu: Option<f64>,
 ) {
     let n = counts.events.load(Ordering::Relaxed);
     let lats = std::mem::take(&mut *counts.lats.lock().unwrap());
@@ -150,6 +153,13 @@ async fn report(
         lats.len() as f64 / secs,
         lat_text(&percentiles(lats)),
     );
+    if let Some(cpu) = cpu.filter(|_| n > 0) {
+        // The hub's CPU time (user + system) per event published: what a publish costs it.
+        line.push_str(&format!(
+            " server_cpu_per_event={:.1}us",
+            cpu * 1e6 / n as f64
+        ));
+    }
     if let Some((a, b)) = disk.filter(|_| n > 0) {
         let per = |x: u64| x as f64 / n as f64;
         line.push_str(&format!(

@@ -60,15 +60,15 @@ const UNSUPPORTED: &[(&str, &[&str])] = &[
 ];
 
 /// What a request says about the message, header or query.
-struct Params {
-    headers: http::HeaderMap,
+struct Params<'a> {
+    headers: &'a http::HeaderMap,
     query: Vec<(String, String)>,
 }
 
-impl Params {
-    fn of(parts: &Parts) -> Params {
+impl Params<'_> {
+    fn of(parts: &Parts) -> Params<'_> {
         Params {
-            headers: parts.headers.clone(),
+            headers: &parts.headers,
             query: query(parts)
                 .into_iter()
                 .map(|(k, v)| (k.to_ascii_lowercase(), v))
