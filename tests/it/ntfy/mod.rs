@@ -135,6 +135,11 @@ impl Lines {
         }
     }
 
+    /// The response ended with its last chunk (not a dropped connection).
+    fn finished(&self) -> bool {
+        self.dechunk.finished
+    }
+
     /// The next JSON line (`/json`).
     async fn next_json(&mut self) -> Value {
         let line = self.line_within(TIMEOUT).await.expect("a line in time");

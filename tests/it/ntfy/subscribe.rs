@@ -351,3 +351,32 @@ async fn since_an_id_resumes_exactly_across_a_restart() {
             .is_empty()
     );
 }
+
+#[tokio::test]
+async fn streams_end_when_the_hub_shuts_down() {
+    let mut hub = TestHub::start().await;
+    let mut streams = Vec::new();
+    for f in ["json", "sse", "raw"] {
+        let mut l = Lines::open(hub.addr, &format!("/down/{f}"), &[]).await;
+        assert_eq!(l.status, 200);
+        if f != "raw" {
+            // The open event (on /raw, an empty line) says the stream is registered.
+            assert!(l.line_within(TIMEOUT).await.is_some());
+        }
+        streams.push((f, l));
+    }
+    let mut ws = Ws::open(hub.addr, "/down/ws", &[]).await;
+    assert_eq!(ws.next_json().await["event"], "open");
+    let started = std::time::Instant::now();
+    hub.stop().await;
+    for (f, mut l) in streams {
+        while let Some(line) = l.line_within(TIMEOUT).await {
+            assert!(!line.contains("\"message\""), "{f}: {line}");
+        }
+        assert!(l.finished(), "{f}: the response ended properly");
+    }
+    let (texts, code) = ws.close_code().await;
+    assert!(texts.is_empty(), "{texts:?}");
+    assert_eq!(code, Some(1012), "a restart close");
+    assert!(started.elapsed() < Duration::from_secs(8));
+}
