@@ -93,6 +93,37 @@ pub async fn request(
     })
 }
 
+/// Sends `GET path` with these headers on a new connection and reads the response head:
+/// the connection, the head's text, and what followed it.
+pub async fn get_head(
+    addr: SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (TcpStream, String, Vec<u8>) {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let mut head = format!("GET {path} HTTP/1.1\r\nhost: {addr}\r\n");
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    s.write_all(head.as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    let end = loop {
+        if let Some(e) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break e;
+        }
+        let mut chunk = [0u8; 4096];
+        let n = tokio::time::timeout(TIMEOUT, s.read(&mut chunk))
+            .await
+            .expect("response head in time")
+            .unwrap();
+        assert!(n > 0, "connection closed before the response head");
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let head = String::from_utf8_lossy(&buf[..end]).to_string();
+    (s, head, buf[end + 4..].to_vec())
+}
+
 /// Sends arbitrary bytes and reads until the server closes (or 10 s pass).
 pub async fn raw_request(addr: SocketAddr, bytes: &[u8]) -> Vec<u8> {
     raw_request_within(addr, bytes, TIMEOUT).await

@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 
 use super::{Dechunker, TIMEOUT};
@@ -47,28 +47,9 @@ pub struct Sse {
 
 impl Sse {
     pub async fn open(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Sse {
-        let mut s = TcpStream::connect(addr).await.unwrap();
-        let mut head =
-            format!("GET {path} HTTP/1.1\r\nhost: {addr}\r\naccept: text/event-stream\r\n");
-        for (k, v) in headers {
-            head.push_str(&format!("{k}: {v}\r\n"));
-        }
-        head.push_str("\r\n");
-        s.write_all(head.as_bytes()).await.unwrap();
-        let mut buf = Vec::new();
-        let end = loop {
-            if let Some(e) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                break e;
-            }
-            let mut chunk = [0u8; 4096];
-            let n = tokio::time::timeout(TIMEOUT, s.read(&mut chunk))
-                .await
-                .expect("response head in time")
-                .unwrap();
-            assert!(n > 0, "connection closed before the response head");
-            buf.extend_from_slice(&chunk[..n]);
-        };
-        let head = String::from_utf8_lossy(&buf[..end]).to_string();
+        let mut with_accept = vec![("accept", "text/event-stream")];
+        with_accept.extend_from_slice(headers);
+        let (s, head, rest) = super::get_head(addr, path, &with_accept).await;
         let mut lines = head.split("\r\n");
         let status: u16 = lines
             .next()
@@ -82,7 +63,6 @@ impl Sse {
             .filter_map(|l| l.split_once(':'))
             .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
             .collect();
-        let rest = buf[end + 4..].to_vec();
         let mut sse = Sse {
             status,
             headers,

@@ -13,7 +13,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use serde_json::Value;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 
 use crate::common::*;
@@ -74,27 +74,7 @@ struct Lines {
 
 impl Lines {
     async fn open(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Lines {
-        let mut s = TcpStream::connect(addr).await.unwrap();
-        let mut head = format!("GET {path} HTTP/1.1\r\nhost: {addr}\r\n");
-        for (k, v) in headers {
-            head.push_str(&format!("{k}: {v}\r\n"));
-        }
-        head.push_str("\r\n");
-        s.write_all(head.as_bytes()).await.unwrap();
-        let mut buf = Vec::new();
-        let end = loop {
-            if let Some(e) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                break e;
-            }
-            let mut chunk = [0u8; 4096];
-            let n = tokio::time::timeout(TIMEOUT, s.read(&mut chunk))
-                .await
-                .expect("a response head in time")
-                .unwrap();
-            assert!(n > 0, "closed before the response head");
-            buf.extend_from_slice(&chunk[..n]);
-        };
-        let head = String::from_utf8_lossy(&buf[..end]).to_string();
+        let (s, head, rest) = get_head(addr, path, headers).await;
         let status = head.split(' ').nth(1).unwrap().parse().unwrap();
         let content_type = head
             .lines()
@@ -105,7 +85,7 @@ impl Lines {
             })
             .unwrap_or_default();
         let mut dechunk = Dechunker::default();
-        let text = dechunk.feed(&buf[end + 4..]);
+        let text = dechunk.feed(&rest);
         Lines {
             status,
             content_type,
