@@ -391,6 +391,7 @@ fn build(
         retry,
         persist: persist.unwrap_or(true),
         idempotency_key,
+        origin: None,
     })
 }
 

@@ -359,6 +359,7 @@ mod tests {
                         retry: None,
                         persist: true,
                         idempotency_key: None,
+                        origin: None,
                     }];
                     p.publish(event, i).await.unwrap()
                 })

@@ -48,6 +48,9 @@ pub(crate) trait Log: Send + Sync {
     fn append(&self, events: &[Arc<Event>]) -> Result<(), StoreError>;
     /// Writes what was appended and makes it durable.
     fn flush(&self) -> Result<(), StoreError>;
+    /// The position of the newest event appended from `source` (see `event::Origin`), as
+    /// written: what a crash lost is not there.
+    fn origin(&self, source: &str) -> Result<Option<String>, StoreError>;
     /// The next events after `after`, up to `until`, on the selector's topics, in seq order.
     fn read(
         &self,
@@ -174,6 +177,7 @@ pub(crate) mod testing {
             retry: None,
             persist: true,
             idempotency_key: None,
+            origin: None,
         };
         Arc::new(Event::new(seq, log.ids().format(seq), time_ms, e))
     }

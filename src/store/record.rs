@@ -13,6 +13,8 @@
 //!   below it are gone for readers even while their run stays (a run is deleted once all its
 //!   events are), and a client whose id is older learns of the gap (`reset`, `pruned`).
 //! - `m` + name → metadata: `incarnation`, `format`, `seq_hw` (the sequence high-water mark).
+//! - `o` + source → the position in an outside source (a Redis Stream's entry id) of the
+//!   newest event taken from it, written in the same batch as that event.
 //!
 //! A run: `version (2)`, then varints `count`, `last seq - first seq`, `first time` (Unix
 //! ms), `last time - first time`; then each event: varints `seq - first seq`,
@@ -27,6 +29,7 @@ use crate::store::Ids;
 pub(super) const RUN: u8 = b'r';
 const PRUNED: u8 = b'p';
 const META: u8 = b'm';
+const ORIGIN: u8 = b'o';
 pub(super) const RUN_VERSION: u8 = 2;
 
 const HAS_EVENT: u8 = 1;
@@ -72,6 +75,12 @@ pub(super) fn split_pruned_key(k: &[u8]) -> Option<&str> {
 pub(super) fn meta_key(name: &str) -> Vec<u8> {
     let mut k = vec![META];
     k.extend_from_slice(name.as_bytes());
+    k
+}
+
+pub(super) fn origin_key(source: &str) -> Vec<u8> {
+    let mut k = vec![ORIGIN];
+    k.extend_from_slice(source.as_bytes());
     k
 }
 
@@ -159,6 +168,7 @@ pub(super) fn decode_run(
                 retry,
                 persist: true,
                 idempotency_key: None,
+                origin: None,
             };
             out.push(Event::new(seq, ids.format(seq), time_ms, e));
         }
@@ -266,6 +276,7 @@ mod tests {
             retry: seq.is_multiple_of(2).then_some(250),
             persist: true,
             idempotency_key: None,
+            origin: None,
         };
         Event::new(seq, ids.format(seq), time, e)
     }

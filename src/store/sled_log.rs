@@ -13,7 +13,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard};
 
 use super::record::{
-    RUN, encode_run, meta_key, pruned_key, run_key, seq_of, split_pruned_key, split_run_key,
+    RUN, encode_run, meta_key, origin_key, pruned_key, run_key, seq_of, split_pruned_key,
+    split_run_key,
 };
 use super::{Chunk, Ids, Log, Pruned, ReadLimit, Selector, StoreError, StoreStats, upgrade};
 use crate::config::StoreConfig;
@@ -255,13 +256,25 @@ impl SledLog {
             .zip(&runs)
             .map(|(t, (_, run))| (*t, run.len() as u64))
             .collect();
+        // Where events came from outside: the newest position per source, in the same
+        // batch as the events, so that they are on the disk together or not at all.
+        let mut marks: BTreeMap<&str, &str> = BTreeMap::new();
+        for e in &events {
+            if let Some(o) = &e.origin {
+                marks.insert(&o.source, &o.position);
+            }
+        }
         // Each publish must reach the disk whole. When every one was on a single topic, its
         // events are all in one run, and plain inserts keep it whole; a publish spanning
-        // topics needs sled's atomic batch, whose manifest costs a second page per flush.
-        let written = if atomic {
+        // topics (or carrying a mark) needs sled's atomic batch, whose manifest costs a
+        // second page per flush.
+        let written = if atomic || !marks.is_empty() {
             let mut batch = sled::Batch::default();
             for (k, run) in runs {
                 batch.insert(k, run);
+            }
+            for (source, position) in marks {
+                batch.insert(origin_key(source), position.as_bytes());
             }
             self.db.apply_batch(batch)
         } else {
@@ -388,6 +401,11 @@ impl Log for SledLog {
             recent.push(e);
         }
         Ok(())
+    }
+
+    fn origin(&self, source: &str) -> Result<Option<String>, StoreError> {
+        let v = self.db.get(origin_key(source))?;
+        Ok(v.map(|v| String::from_utf8_lossy(&v).into_owned()))
     }
 
     fn flush(&self) -> Result<(), StoreError> {

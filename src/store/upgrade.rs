@@ -140,6 +140,7 @@ fn v1_event(seq: u64, b: &[u8], ids: Ids) -> Option<Event> {
         retry: parsed.retry,
         persist: true,
         idempotency_key: None,
+        origin: None,
     };
     Some(Event::new(seq, ids.format(seq), time_ms, e))
 }

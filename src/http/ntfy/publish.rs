@@ -278,6 +278,7 @@ async fn publish(
         retry: None,
         persist,
         idempotency_key: None,
+        origin: None,
     };
     let data = ev.data.clone();
     let out = hub.publish(caller, vec![ev], peer).await?;
