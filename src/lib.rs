@@ -10,6 +10,7 @@
 //! - [`server`]: the accept loop, connections (event streams written directly, the rest
 //!   through hyper), shutdown, systemd; [`tls`]: HTTPS certificates, reloadable.
 //! - `http`: the HTTP API, the first front door: routing, one file per group of handlers.
+//! - `ingress`: Redis pub/sub and Streams feeding the hub (SPEC §11.2), through `hub`.
 //! - `hub`: the one API every front door calls — publish, open a stream, change
 //!   subscriptions, connections, stats, health — with the hub's state private behind it.
 //! - `stream`: opening a stream, resuming it, the replay joined to live events.
@@ -35,6 +36,7 @@ pub(crate) mod event;
 pub(crate) mod http;
 pub(crate) mod hub;
 pub(crate) mod idempotency;
+pub(crate) mod ingress;
 pub mod message;
 pub(crate) mod ntfy;
 pub(crate) mod publisher;

@@ -59,6 +59,16 @@ impl Caller {
         }
     }
 
+    /// The hub itself, publishing what an outside source it was configured to read (a Redis
+    /// ingress rule) brought: it may publish anywhere, as the configuration says.
+    pub fn internal(name: &str) -> Caller {
+        Caller {
+            key: Some(name.to_string()),
+            open: false,
+            ..Caller::open(Arc::from(Vec::new()))
+        }
+    }
+
     /// True if the request carried valid credentials.
     pub fn is_authenticated(&self) -> bool {
         self.user.is_some() || self.key.is_some()

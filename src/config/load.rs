@@ -25,7 +25,9 @@ const NON_CONFIG_ENV: &[&str] = &[
     "RUNNEL_TOKEN",
     "RUNNEL_CA",
 ];
-const SECTIONS: &[&str] = &["stream", "store", "limits", "auth", "cors", "tls", "ntfy"];
+const SECTIONS: &[&str] = &[
+    "stream", "store", "limits", "auth", "cors", "tls", "ntfy", "redis",
+];
 
 /// Finds and reads the configuration file (`explicit`, then `$RUNNEL_CONFIG`, then
 /// `./runnel.toml`, then `/etc/runnel/runnel.toml`; none found = defaults) and applies the

@@ -12,6 +12,7 @@
 //! - [`value`]: durations, sizes, secrets and networks as written in the file.
 
 mod load;
+mod redis;
 mod validate;
 mod value;
 
@@ -21,6 +22,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 pub use load::{Loaded, load, parse_with_env, parse_with_env_in};
+pub use redis::{EventName, Glob, IngressRule, RedisConfig, RedisUrl, Source, Target, Template};
 pub use value::{ByteSize, Dur, Secret, parse_net};
 
 /// A configuration problem, worded for the person editing the file.
@@ -59,6 +61,7 @@ pub struct Config {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls: Option<TlsConfig>,
     pub ntfy: NtfyConfig,
+    pub redis: RedisConfig,
 }
 
 impl Default for Config {
@@ -76,6 +79,7 @@ impl Default for Config {
             cors: CorsConfig::default(),
             tls: None,
             ntfy: NtfyConfig::default(),
+            redis: RedisConfig::default(),
         }
     }
 }

@@ -31,6 +31,30 @@ impl Config {
         for o in &self.cors.allow_origins {
             validate_origin(o)?;
         }
+        self.validate_redis()
+    }
+
+    /// `[redis]`: a URL Redis clients take, and rules that compile.
+    fn validate_redis(&self) -> Result<(), ConfigError> {
+        let r = &self.redis;
+        if let Some(url) = &r.url {
+            let u = url.expose();
+            if !(u.starts_with("redis://") || u.starts_with("rediss://")) {
+                return err(format!(
+                    "redis.url = {:?}: use redis://[user:password@]host[:port][/db], or \
+                     rediss:// for TLS",
+                    url.masked()
+                ));
+            }
+            if let Err(e) = redis::Client::open(u) {
+                return err(format!("redis.url = {:?}: {e}", url.masked()));
+            }
+        } else if !r.ingress.is_empty() {
+            return err("[[redis.ingress]] rules need redis.url");
+        }
+        for rule in &r.ingress {
+            rule.compile()?;
+        }
         Ok(())
     }
 

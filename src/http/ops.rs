@@ -14,12 +14,18 @@ use crate::error::Error;
 use crate::hub::{Health, Hub, Stats};
 
 pub(super) fn health(hub: &Hub) -> Resp {
-    let (status, word) = match hub.health() {
-        Health::Ok => (StatusCode::OK, "ok"),
-        Health::Draining => (StatusCode::SERVICE_UNAVAILABLE, "draining"),
-        Health::StoreFailed => (StatusCode::SERVICE_UNAVAILABLE, "store_failed"),
+    let (status, word, down) = match hub.health() {
+        Health::Ok => (StatusCode::OK, "ok", None),
+        Health::Draining => (StatusCode::SERVICE_UNAVAILABLE, "draining", None),
+        Health::StoreFailed => (StatusCode::SERVICE_UNAVAILABLE, "store_failed", None),
+        // The hub serves; what an outside source would bring is late until it is back.
+        Health::Degraded(down) => (StatusCode::OK, "degraded", Some(down)),
     };
-    json_response(status, &json!({"status": word}))
+    let mut v = json!({"status": word});
+    if let Some(down) = down {
+        v["down"] = json!(down);
+    }
+    json_response(status, &v)
 }
 
 /// `GET /stats`, `GET /metrics`, `GET /connections`.
@@ -109,6 +115,16 @@ fn stats_json(s: &Stats) -> Value {
             "written_bytes": s.written_bytes,
         },
         "memory": { "rss_bytes": s.rss_bytes },
+        "ingress": s.sources.iter().map(|i| json!({
+            "source": i.name,
+            "up": i.up,
+            "received": i.received,
+            "published": i.published,
+            "dropped_too_large": i.too_large,
+            "dropped_invalid": i.invalid,
+            "duplicates": i.duplicates,
+            "outages": i.outages,
+        })).collect::<Vec<_>>(),
         "uptime_s": s.uptime_s,
         "version": env!("CARGO_PKG_VERSION"),
     })
@@ -123,7 +139,61 @@ fn metrics_text(s: &Stats) -> String {
             "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
         );
     }
+    ingress_metrics(&mut out, &s.sources);
     out
+}
+
+/// One sample per ingress source of each figure, labelled with the source.
+fn ingress_metrics(out: &mut String, sources: &[crate::hub::SourceSnapshot]) {
+    if sources.is_empty() {
+        return;
+    }
+    type Figure = fn(&crate::hub::SourceSnapshot) -> u64;
+    let figures: [(&str, &str, &str, Figure); 6] = [
+        (
+            "runnel_ingress_up",
+            "gauge",
+            "1 if the ingress source is connected",
+            |s| u64::from(s.up),
+        ),
+        (
+            "runnel_ingress_received_total",
+            "counter",
+            "messages read from the source",
+            |s| s.received,
+        ),
+        (
+            "runnel_ingress_published_total",
+            "counter",
+            "messages published as events",
+            |s| s.published,
+        ),
+        (
+            "runnel_ingress_dropped_total",
+            "counter",
+            "messages dropped (too large, not text, no topic)",
+            |s| s.too_large + s.invalid,
+        ),
+        (
+            "runnel_ingress_duplicates_total",
+            "counter",
+            "stream entries redelivered and recognised as published",
+            |s| s.duplicates,
+        ),
+        (
+            "runnel_ingress_outages_total",
+            "counter",
+            "times the connection was lost or could not be made",
+            |s| s.outages,
+        ),
+    ];
+    for (name, kind, help, f) in figures {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for s in sources {
+            let label = s.name.replace('\\', "\\\\").replace('"', "\\\"");
+            let _ = writeln!(out, "{name}{{source=\"{label}\"}} {}", f(s));
+        }
+    }
 }
 
 /// Every metric: name, type, help, value (one line each, so each name sits by its value).

@@ -15,6 +15,7 @@ mod history;
 mod maintenance;
 mod ops;
 mod publish;
+mod sources;
 mod subscribe;
 
 use std::sync::Arc;
@@ -26,6 +27,7 @@ use anyhow::Context as _;
 pub(crate) use history::{HistoryQuery, MAX_LIMIT, StartAt};
 pub(crate) use ops::Stats;
 pub(crate) use publish::Outcome;
+pub(crate) use sources::{SourceSnapshot, SourceStatus};
 pub(crate) use subscribe::SessionChange;
 
 use crate::auth::Auth;
@@ -59,16 +61,20 @@ struct Inner {
     draining: AtomicBool,
     request_prefix: u32,
     request_seq: AtomicU64,
+    /// Outside sources (Redis ingress) and their state.
+    sources: sources::Sources,
 }
 
 /// What `/health` reports.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Health {
     Ok,
     /// Shutting down.
     Draining,
     /// The last write or flush of the log failed.
     StoreFailed,
+    /// Serving, but outside sources are down (their names).
+    Degraded(Vec<String>),
 }
 
 impl Hub {
@@ -117,6 +123,7 @@ impl Hub {
                 draining: AtomicBool::new(false),
                 request_prefix: crate::random::random_u32(),
                 request_seq: AtomicU64::new(0),
+                sources: sources::Sources::default(),
             }),
         })
     }
@@ -149,7 +156,17 @@ impl Hub {
         } else if !self.inner.log.is_healthy() {
             Health::StoreFailed
         } else {
-            Health::Ok
+            let down: Vec<String> = self
+                .sources()
+                .into_iter()
+                .filter(|s| !s.up)
+                .map(|s| s.name)
+                .collect();
+            if down.is_empty() {
+                Health::Ok
+            } else {
+                Health::Degraded(down)
+            }
         }
     }
 

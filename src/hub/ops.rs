@@ -24,6 +24,8 @@ pub(crate) struct Stats {
     pub written_bytes: u64,
     pub rss_bytes: u64,
     pub uptime_s: u64,
+    /// Outside sources (Redis ingress).
+    pub sources: Vec<super::SourceSnapshot>,
 }
 
 impl Hub {
@@ -61,6 +63,7 @@ impl Hub {
             written_bytes: written_bytes(),
             rss_bytes: rss_bytes(),
             uptime_s: self.inner.started.elapsed().as_secs(),
+            sources: self.sources(),
         }
     }
 }

@@ -87,6 +87,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let hub = Hub::open(config).context("cannot open the hub")?;
     let shutdown = Shutdown::default();
     hub.spawn_maintenance(&shutdown);
+    crate::ingress::spawn(&hub, &shutdown);
     let streams = streams_runtime()?;
     let task = tokio::spawn(serve(listener, hub.clone(), shutdown.clone(), streams));
     tracing::info!(

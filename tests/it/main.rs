@@ -15,6 +15,7 @@ mod logs;
 mod ntfy;
 mod ops;
 mod publish;
+mod redis;
 mod reliability;
 mod replay;
 mod sessions;

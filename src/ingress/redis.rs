@@ -1,0 +1,439 @@
+//! The Redis side of ingress: one pub/sub connection for every `channel` and `pattern` rule,
+//! and one connection per `stream` rule. Each task reconnects with capped backoff while the
+//! hub serves on, logs once when an outage starts and once when it ends, and reports its
+//! state to the hub (`/health`, `/stats`, `/metrics`). Messages read together are published
+//! together, as one batch, in the order Redis gave them.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use futures_util::{FutureExt as _, StreamExt as _};
+use redis::AsyncConnectionConfig;
+use redis::streams::StreamReadReply;
+
+use super::{Dropped, Rule};
+use crate::auth::Caller;
+use crate::config::Source;
+use crate::event::{NewEvent, Origin};
+use crate::hub::{Hub, SourceStatus};
+use crate::shutdown::Shutdown;
+
+/// Most messages published as one batch.
+const BATCH: usize = 256;
+/// How long one `XREADGROUP` waits for entries.
+const BLOCK_MS: usize = 2000;
+/// Backoff between connection attempts: from this, doubling, up to `MAX_BACKOFF`.
+const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_BACKOFF: Duration = Duration::from_secs(10);
+
+/// Starts the ingress tasks `[redis]` asks for (none without rules).
+pub fn spawn(hub: &Hub, shutdown: &Shutdown) {
+    let cfg = &hub.config().redis;
+    let (Some(url), false) = (&cfg.url, cfg.ingress.is_empty()) else {
+        return;
+    };
+    if url.expose().starts_with("rediss://") {
+        // Redis's TLS is rustls with the provider the hub uses everywhere.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    }
+    let client = match redis::Client::open(url.expose()) {
+        Ok(c) => c,
+        Err(e) => {
+            // The configuration's check opened it once: this does not happen.
+            tracing::error!(url = %url.masked(), error = %e, "redis ingress: bad URL");
+            return;
+        }
+    };
+    let rules: Vec<Rule> = cfg.ingress.iter().filter_map(Rule::compile).collect();
+    let (pubsub, streams): (Vec<Rule>, Vec<Rule>) = rules
+        .into_iter()
+        .partition(|r| !matches!(r.source, Source::Stream(_)));
+    if !pubsub.is_empty() {
+        let names: Vec<String> = pubsub.iter().map(Rule::name).collect();
+        let status = hub.add_source(names.join(", "));
+        let task = PubSubTask {
+            hub: hub.clone(),
+            client: client.clone(),
+            rules: pubsub,
+            status,
+        };
+        tokio::spawn(task.run(shutdown.clone()));
+    }
+    for rule in streams {
+        let status = hub.add_source(rule.name());
+        let task = StreamTask {
+            hub: hub.clone(),
+            client: client.clone(),
+            rule,
+            status,
+        };
+        tokio::spawn(task.run(shutdown.clone()));
+    }
+}
+
+/// Capped exponential backoff with jitter.
+struct Backoff(Duration);
+
+impl Backoff {
+    fn new() -> Backoff {
+        Backoff(FIRST_BACKOFF)
+    }
+
+    fn next(&mut self) -> Duration {
+        let d = self.0;
+        self.0 = (self.0 * 2).min(MAX_BACKOFF);
+        // Up to a quarter more, so that hubs restarted together do not retry in step.
+        let jitter = u64::from(crate::random::random_u32()) % (d.as_millis() as u64 / 4 + 1);
+        d + Duration::from_millis(jitter)
+    }
+}
+
+/// Marks a source up or down, logging only the changes.
+fn set_up(status: &SourceStatus, up: bool, error: Option<&dyn std::fmt::Display>) {
+    let was = status.up.swap(up, Ordering::Relaxed);
+    match (was, up) {
+        (false, true) => tracing::info!(source = %status.name, "redis ingress connected"),
+        (true, false) => {
+            status.outages.fetch_add(1, Ordering::Relaxed);
+            let why = error.map_or_else(|| "closed".to_string(), |e| e.to_string());
+            tracing::warn!(source = %status.name, error = %why,
+                "redis ingress is not connected; retrying");
+        }
+        _ => {}
+    }
+}
+
+/// A connection attempt or a connection failed: the first failure of an outage is logged
+/// and counted (also before the first connection ever made); the retries are not.
+fn failed(status: &SourceStatus, e: &redis::RedisError) {
+    if status.up.load(Ordering::Relaxed) || status.outages.load(Ordering::Relaxed) == 0 {
+        status.up.store(true, Ordering::Relaxed);
+        set_up(status, false, Some(e));
+    }
+}
+
+/// The address publishes from ingress count as (publishes from one source share flushes).
+fn from() -> SocketAddr {
+    SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0))
+}
+
+/// Publishes `events` as one batch; true if the log holds them.
+async fn publish(hub: &Hub, caller: &Caller, status: &SourceStatus, events: Vec<NewEvent>) -> bool {
+    if events.is_empty() {
+        return true;
+    }
+    let n = events.len() as u64;
+    match hub.publish(caller, events, from()).await {
+        Ok(_) => {
+            status.published.fetch_add(n, Ordering::Relaxed);
+            true
+        }
+        Err(e) => {
+            tracing::warn!(source = %status.name, error = %e, events = n,
+                "redis ingress could not publish");
+            false
+        }
+    }
+}
+
+/// Counts and logs a dropped message.
+fn dropped(status: &SourceStatus, channel: &str, why: &Dropped) {
+    let counter = match why {
+        Dropped::TooLarge(_) => &status.too_large,
+        Dropped::NotText | Dropped::Invalid(_) => &status.invalid,
+    };
+    counter.fetch_add(1, Ordering::Relaxed);
+    tracing::warn!(source = %status.name, channel, reason = %why, "redis message dropped");
+}
+
+/// Every `channel` and `pattern` rule, on one pub/sub connection.
+struct PubSubTask {
+    hub: Hub,
+    client: redis::Client,
+    rules: Vec<Rule>,
+    status: Arc<SourceStatus>,
+}
+
+impl PubSubTask {
+    async fn run(self, stop: Shutdown) {
+        let caller = Caller::internal("redis-ingress");
+        let mut backoff = Backoff::new();
+        loop {
+            let connected = tokio::select! {
+                _ = stop.wait() => return,
+                c = self.connect() => c,
+            };
+            match connected {
+                Ok(mut ps) => {
+                    set_up(&self.status, true, None);
+                    backoff = Backoff::new();
+                    let mut messages = ps.on_message();
+                    loop {
+                        let first = tokio::select! {
+                            _ = stop.wait() => return,
+                            m = messages.next() => m,
+                        };
+                        let Some(first) = first else { break };
+                        let mut batch = vec![first];
+                        while batch.len() < BATCH {
+                            match messages.next().now_or_never() {
+                                Some(Some(m)) => batch.push(m),
+                                _ => break,
+                            }
+                        }
+                        let events = self.events(&batch);
+                        publish(&self.hub, &caller, &self.status, events).await;
+                    }
+                    set_up(&self.status, false, None);
+                }
+                Err(e) => failed(&self.status, &e),
+            }
+            tokio::select! {
+                _ = stop.wait() => return,
+                _ = tokio::time::sleep(backoff.next()) => {}
+            }
+        }
+    }
+
+    async fn connect(&self) -> redis::RedisResult<redis::aio::PubSub> {
+        let mut ps = self.client.get_async_pubsub().await?;
+        for r in &self.rules {
+            match &r.source {
+                Source::Channel(c) => ps.subscribe(c).await?,
+                Source::Pattern(p) => ps.psubscribe(p.as_str()).await?,
+                Source::Stream(_) => {}
+            }
+        }
+        Ok(ps)
+    }
+
+    /// The events some messages become, under every rule each matches.
+    fn events(&self, batch: &[redis::Msg]) -> Vec<NewEvent> {
+        let max = self.hub.publish_limits().max_event_bytes;
+        let mut out = Vec::with_capacity(batch.len());
+        for m in batch {
+            self.status.received.fetch_add(1, Ordering::Relaxed);
+            let channel = m.get_channel_name();
+            let pattern: Option<String> = m.get_pattern().ok().flatten();
+            for r in &self.rules {
+                let matches = match (&r.source, &pattern) {
+                    (Source::Pattern(p), Some(pat)) => p.as_str() == pat,
+                    (Source::Channel(c), None) => c == channel,
+                    _ => false,
+                };
+                if !matches {
+                    continue;
+                }
+                match r.event(channel, m.get_payload_bytes(), &[], max) {
+                    Ok(e) => out.push(e),
+                    Err(why) => dropped(&self.status, channel, &why),
+                }
+            }
+        }
+        out
+    }
+}
+
+/// One `stream` rule: a consumer group's reader. Entries are acknowledged once the log holds
+/// their events; the log also keeps the newest entry id published (in the same write), so
+/// an entry redelivered after a crash is acknowledged without being published again.
+struct StreamTask {
+    hub: Hub,
+    client: redis::Client,
+    rule: Rule,
+    status: Arc<SourceStatus>,
+}
+
+impl StreamTask {
+    async fn run(self, stop: Shutdown) {
+        let caller = Caller::internal("redis-ingress");
+        let mut backoff = Backoff::new();
+        loop {
+            let result = tokio::select! {
+                _ = stop.wait() => return,
+                r = self.serve(&caller, &mut backoff) => r,
+            };
+            if let Err(e) = result {
+                failed(&self.status, &e);
+            }
+            tokio::select! {
+                _ = stop.wait() => return,
+                _ = tokio::time::sleep(backoff.next()) => {}
+            }
+        }
+    }
+
+    fn stream(&self) -> &str {
+        match &self.rule.source {
+            Source::Stream(s) => s,
+            _ => "",
+        }
+    }
+
+    /// Connects, makes sure the group exists, reads this consumer's pending entries (those
+    /// delivered before a crash), then new ones, until the connection fails.
+    async fn serve(&self, caller: &Caller, backoff: &mut Backoff) -> redis::RedisResult<()> {
+        let config = AsyncConnectionConfig::new().set_response_timeout(None);
+        let mut conn = self
+            .client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await?;
+        let (stream, group) = (self.stream(), self.rule.group.as_str());
+        let created: redis::RedisResult<()> = redis::cmd("XGROUP")
+            .arg("CREATE")
+            .arg(stream)
+            .arg(group)
+            .arg("$")
+            .arg("MKSTREAM")
+            .query_async(&mut conn)
+            .await;
+        match created {
+            Err(e) if e.code() != Some("BUSYGROUP") => return Err(e),
+            _ => {}
+        }
+        set_up(&self.status, true, None);
+        *backoff = Backoff::new();
+        // One consumer per data directory: after a restart it finds its own pending entries.
+        let consumer = format!("runnel-{:08x}", self.hub.log_incarnation());
+        let source = format!("redis-stream:{stream}");
+        // "0": this consumer's pending entries, from the start; then ">": new ones.
+        let mut cursor = "0".to_string();
+        loop {
+            let mut cmd = redis::cmd("XREADGROUP");
+            cmd.arg("GROUP")
+                .arg(group)
+                .arg(&consumer)
+                .arg("COUNT")
+                .arg(BATCH);
+            if cursor == ">" {
+                cmd.arg("BLOCK").arg(BLOCK_MS);
+            }
+            cmd.arg("STREAMS").arg(stream).arg(&cursor);
+            let reply: Option<StreamReadReply> = cmd.query_async(&mut conn).await?;
+            let entries = reply
+                .and_then(|r| r.keys.into_iter().next())
+                .map(|k| k.ids)
+                .unwrap_or_default();
+            if entries.is_empty() {
+                cursor = ">".into();
+                continue;
+            }
+            if cursor != ">" {
+                cursor = entries[entries.len() - 1].id.clone();
+            }
+            let ids: Vec<String> = entries.iter().map(|e| e.id.clone()).collect();
+            let done = self.publish_entries(caller, &source, entries).await;
+            if !done {
+                // Not acknowledged: they stay pending, and are read again after a reconnect.
+                return Err(redis::RedisError::from((
+                    redis::ErrorKind::Client,
+                    "publishing failed; the entries stay pending",
+                )));
+            }
+            let _: usize = redis::cmd("XACK")
+                .arg(stream)
+                .arg(group)
+                .arg(&ids)
+                .query_async(&mut conn)
+                .await?;
+        }
+    }
+
+    /// Publishes what is new among `entries`; true when the log holds it (or nothing was
+    /// new), so they may be acknowledged.
+    async fn publish_entries(
+        &self,
+        caller: &Caller,
+        source: &str,
+        entries: Vec<redis::streams::StreamId>,
+    ) -> bool {
+        let last = match self.hub.origin_position(source).await {
+            Ok(p) => p.and_then(|p| entry_id(&p)),
+            Err(e) => {
+                tracing::warn!(source = %self.status.name, error = %e, "cannot read the log");
+                return false;
+            }
+        };
+        let max = self.hub.publish_limits().max_event_bytes;
+        let mut events = Vec::with_capacity(entries.len());
+        for entry in entries {
+            self.status.received.fetch_add(1, Ordering::Relaxed);
+            if let (Some(last), Some(id)) = (last, entry_id(&entry.id))
+                && id <= last
+            {
+                self.status.duplicates.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            let fields: Vec<(String, Vec<u8>)> = entry
+                .map
+                .iter()
+                .filter_map(|(k, v)| Some((k.clone(), bytes_of(v)?)))
+                .collect();
+            let text: Vec<(&str, &str)> = fields
+                .iter()
+                .filter_map(|(k, v)| Some((k.as_str(), std::str::from_utf8(v).ok()?)))
+                .collect();
+            let payload = fields.iter().find(|(k, _)| *k == self.rule.field);
+            let made = match payload {
+                Some((_, p)) => self.rule.event(self.stream(), p, &text, max),
+                None => Err(Dropped::Invalid(format!(
+                    "entry {} has no field {:?}",
+                    entry.id, self.rule.field
+                ))),
+            };
+            match made {
+                Ok(mut e) => {
+                    e.origin = Some(Origin {
+                        source: source.to_string(),
+                        position: entry.id.clone(),
+                    });
+                    events.push(e);
+                }
+                Err(why) => dropped(&self.status, self.stream(), &why),
+            }
+        }
+        publish(&self.hub, caller, &self.status, events).await
+    }
+}
+
+/// A stream entry id, `<ms>-<seq>`, as numbers that order like Redis orders them.
+fn entry_id(id: &str) -> Option<(u64, u64)> {
+    let (ms, seq) = id.split_once('-')?;
+    Some((ms.parse().ok()?, seq.parse().ok()?))
+}
+
+/// A field's value as bytes.
+fn bytes_of(v: &redis::Value) -> Option<Vec<u8>> {
+    match v {
+        redis::Value::BulkString(b) => Some(b.clone()),
+        redis::Value::SimpleString(s) => Some(s.clone().into_bytes()),
+        redis::Value::Int(i) => Some(i.to_string().into_bytes()),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entry_ids_order_as_numbers() {
+        assert!(entry_id("1700000000000-10") > entry_id("1700000000000-9"));
+        assert!(entry_id("1700000000001-0") > entry_id("1700000000000-99"));
+        assert_eq!(entry_id("x"), None);
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_its_cap() {
+        let mut b = Backoff::new();
+        let first = b.next();
+        assert!(first >= FIRST_BACKOFF && first <= FIRST_BACKOFF * 5 / 4);
+        for _ in 0..20 {
+            b.next();
+        }
+        let capped = b.next();
+        assert!(capped >= MAX_BACKOFF && capped <= MAX_BACKOFF * 5 / 4);
+    }
+}
