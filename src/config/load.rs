@@ -181,6 +181,7 @@ const PATH_KEYS: &[(Option<&str>, &str)] = &[
     (Some("tls"), "cert"),
     (Some("tls"), "key"),
     (Some("auth"), "jwt_public_key_file"),
+    (Some("redis"), "ca_file"),
 ];
 
 /// Makes the relative paths a file names relative to that file's directory (SPEC §3), so a

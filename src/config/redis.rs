@@ -15,6 +15,10 @@ pub struct RedisConfig {
     /// `redis://[user:password@]host[:port][/db]`, or `rediss://` for TLS.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub url: Option<RedisUrl>,
+    /// With `rediss://`: PEM certificates to trust instead of the system's (a self-signed
+    /// Redis on the LAN).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<std::path::PathBuf>,
     pub ingress: Vec<IngressRule>,
 }
 

@@ -52,6 +52,18 @@ impl Config {
         } else if !r.ingress.is_empty() {
             return err("[[redis.ingress]] rules need redis.url");
         }
+        if let Some(ca) = &r.ca_file {
+            if !r
+                .url
+                .as_ref()
+                .is_some_and(|u| u.expose().starts_with("rediss://"))
+            {
+                return err("redis.ca_file is for a rediss:// url");
+            }
+            if !ca.is_file() {
+                return err(format!("redis.ca_file {} does not exist", ca.display()));
+            }
+        }
         for rule in &r.ingress {
             rule.compile()?;
         }

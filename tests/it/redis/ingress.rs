@@ -155,3 +155,149 @@ async fn the_hub_serves_on_while_redis_restarts_and_then_reads_again() {
     let stats = ingress_stats(hub.addr).await;
     assert_eq!(stats[0]["outages"], 1, "one outage: {stats:?}");
 }
+
+#[tokio::test]
+#[ignore = "needs redis-server: .ci/run runs it"]
+async fn a_password_a_database_and_tls_in_the_url() {
+    let stream_rule = || {
+        rule(|r| {
+            r.stream = Some("jobs".into());
+            r.topic = Some("{channel}".into());
+        })
+    };
+    // A password and database 3: the stream exists only there.
+    let redis = Redis::start_with(
+        vec!["--requirepass".into(), "s3cret".into()],
+        vec![
+            "-a".into(),
+            "s3cret".into(),
+            "--no-auth-warning".into(),
+            "-n".into(),
+            "3".into(),
+        ],
+    );
+    let url = format!("redis://:s3cret@127.0.0.1:{}/3", redis.port);
+    let hub = TestHub::start_with(|c| {
+        c.redis.url = Some(RedisUrl(url.clone()));
+        c.redis.ingress = vec![stream_rule()];
+    })
+    .await;
+    connected(hub.addr).await;
+    redis.cli(&["XADD", "jobs", "*", "data", "in db 3"]);
+    let ok = eventually(Duration::from_secs(10), async || {
+        hub.get("/history?topic=jobs").await.json()["events"][0]["data"] == "in db 3"
+    })
+    .await;
+    assert!(ok);
+    // `runnel check` and the logs show the URL with the password masked.
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("runnel.toml");
+    std::fs::write(
+        &config,
+        format!("[redis]\nurl = \"{url}\"\n[[redis.ingress]]\nchannel = \"a\"\ntopic = \"a\"\n"),
+    )
+    .unwrap();
+    let out = command(bin(), &["check", "-c", config.to_str().unwrap()], &[])
+        .output()
+        .unwrap();
+    let printed =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{printed}");
+    assert!(
+        printed.contains(&format!("redis://:***@127.0.0.1:{}/3", redis.port)),
+        "{printed}"
+    );
+    assert!(!printed.contains("s3cret"), "{printed}");
+    // A wrong password: degraded, and the hub serves on.
+    let wrong = TestHub::start_with(|c| {
+        c.redis.url = Some(RedisUrl(format!(
+            "redis://:nope@127.0.0.1:{}/3",
+            redis.port
+        )));
+        c.redis.ingress = vec![stream_rule()];
+    })
+    .await;
+    refused(&wrong).await;
+
+    // rediss://, with the certificate trusted through redis.ca_file.
+    let crt = dir.path().join("redis.crt");
+    let key = dir.path().join("redis.key");
+    let made = command(
+        bin(),
+        &[
+            "cert",
+            "--self-signed",
+            "--hosts",
+            "127.0.0.1,localhost",
+            "--cert",
+            crt.to_str().unwrap(),
+            "--key",
+            key.to_str().unwrap(),
+        ],
+        &[],
+    )
+    .status()
+    .unwrap();
+    assert!(made.success());
+    let (crt, key) = (
+        crt.to_str().unwrap().to_string(),
+        key.to_str().unwrap().to_string(),
+    );
+    let tls = Redis::start_with(
+        vec![
+            "--tls-port".into(),
+            "--tls-cert-file".into(),
+            crt.clone(),
+            "--tls-key-file".into(),
+            key,
+            "--tls-ca-cert-file".into(),
+            crt.clone(),
+            "--tls-auth-clients".into(),
+            "no".into(),
+        ],
+        vec!["--tls".into(), "--cacert".into(), crt.clone()],
+    );
+    let hub = TestHub::start_with(|c| {
+        c.redis.url = Some(RedisUrl(format!("rediss://127.0.0.1:{}/0", tls.port)));
+        c.redis.ca_file = Some(crt.clone().into());
+        c.redis.ingress = vec![stream_rule()];
+    })
+    .await;
+    connected(hub.addr).await;
+    tls.cli(&["XADD", "jobs", "*", "data", "over TLS"]);
+    let ok = eventually(Duration::from_secs(10), async || {
+        hub.get("/history?topic=jobs").await.json()["events"][0]["data"] == "over TLS"
+    })
+    .await;
+    assert!(ok);
+    // Without the certificate trusted, the connection is refused: degraded.
+    let untrusted = TestHub::start_with(|c| {
+        c.redis.url = Some(RedisUrl(format!("rediss://127.0.0.1:{}/0", tls.port)));
+        c.redis.ingress = vec![stream_rule()];
+    })
+    .await;
+    refused(&untrusted).await;
+}
+
+/// The hub tried, was refused, and serves on, degraded (a source starts down, so the status
+/// alone would prove nothing: the failed attempt is what counts).
+async fn refused(hub: &TestHub) {
+    let failed = eventually(Duration::from_secs(10), async || {
+        let s = ingress_stats(hub.addr).await;
+        s[0]["outages"].as_u64() >= Some(1)
+    })
+    .await;
+    assert!(
+        failed,
+        "no failed attempt: {:?}",
+        ingress_stats(hub.addr).await
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let s = ingress_stats(hub.addr).await;
+    assert_eq!(s[0]["up"], false, "{s:?}");
+    let h = hub.get("/health").await;
+    assert_eq!(
+        (h.status, h.json()["status"].clone()),
+        (200, serde_json::json!("degraded"))
+    );
+}

@@ -23,12 +23,20 @@ pub struct Redis {
     pub port: u16,
     dir: tempfile::TempDir,
     child: Option<Child>,
+    /// More `redis-server` arguments (a password, TLS), and what `redis-cli` then needs.
+    server_args: Vec<String>,
+    cli_args: Vec<String>,
 }
 
 impl Redis {
     /// Starts one on a free port, with the append-only file on (fsync always), so that a
     /// restart keeps what it acknowledged.
     pub fn start() -> Redis {
+        Self::start_with(Vec::new(), Vec::new())
+    }
+
+    /// The same with more server arguments, and the arguments `redis-cli` needs for it.
+    pub fn start_with(server_args: Vec<String>, cli_args: Vec<String>) -> Redis {
         let port = TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -38,6 +46,8 @@ impl Redis {
             port,
             dir: tempfile::tempdir().unwrap(),
             child: None,
+            server_args,
+            cli_args,
         };
         r.restart();
         r
@@ -46,10 +56,19 @@ impl Redis {
     /// Starts it (again) on the same port and directory.
     pub fn restart(&mut self) {
         assert!(self.child.is_none(), "already running");
+        let tls = self.server_args.iter().any(|a| a == "--tls-port");
+        let port = self.port.to_string();
+        let (plain, tls_port) = if tls {
+            ("0", port.as_str())
+        } else {
+            (port.as_str(), "0")
+        };
         let child = Command::new("redis-server")
             .args([
                 "--port",
-                &self.port.to_string(),
+                plain,
+                "--tls-port",
+                tls_port,
                 "--bind",
                 "127.0.0.1",
                 "--dir",
@@ -61,6 +80,7 @@ impl Redis {
                 "--save",
                 "",
             ])
+            .args(self.server_args.iter().filter(|a| *a != "--tls-port"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -88,6 +108,7 @@ impl Redis {
     fn try_cli(&self, args: &[&str]) -> Option<String> {
         let out = Command::new("redis-cli")
             .args(["-p", &self.port.to_string()])
+            .args(&self.cli_args)
             .args(args)
             .output()
             .ok()?;
@@ -106,7 +127,9 @@ impl Redis {
     pub fn publish_bytes(&self, channel: &str, payload: &[u8]) {
         use std::io::Write as _;
         let mut c = Command::new("redis-cli")
-            .args(["-p", &self.port.to_string(), "-x", "PUBLISH", channel])
+            .args(["-p", &self.port.to_string()])
+            .args(&self.cli_args)
+            .args(["-x", "PUBLISH", channel])
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .spawn()
