@@ -158,7 +158,7 @@ async fn throughput(server: &Server, opts: &Opts, redis: &Redis) {
     let channels = opts.topics.max(1);
     let before = figures(server, opts).await;
     let mark = CpuMark::take(server);
-    let redis_cpu = redis.cpu_s();
+    let (redis_cpu, written) = (redis.cpu_s(), server.write_bytes());
     let t0 = Instant::now();
     let sent = flood(&redis.url, opts, t0 + secs(opts.duration), channels).await;
     let elapsed = t0.elapsed().as_secs_f64();
@@ -182,8 +182,8 @@ async fn throughput(server: &Server, opts: &Opts, redis: &Redis) {
         "redis-ingress rate=0 connections={} pipeline={} channels={channels} payload={}B \
          sent={} sent/s={:.0} failed={} unheard={} events={events} lost={} dup={} \
          events/s={:.0} drain={:.0}ms events/s_with_drain={:.0} hub_events={} \
-         flushes_per_event={:.4} outages={} server_cpu={}s{split} cpu/event={} {} \
-         redis_cpu={} client_cpu={client} pipeline_p99={:.1}ms",
+         flushes_per_event={:.4} written_per_event={} outages={} server_cpu={}s{split} \
+         cpu/event={} {} redis_cpu={} client_cpu={client} pipeline_p99={:.1}ms",
         opts.publishers.max(1),
         opts.pipeline.max(1),
         opts.payload,
@@ -198,6 +198,7 @@ async fn throughput(server: &Server, opts: &Opts, redis: &Redis) {
         events as f64 / (elapsed + drain),
         now.events - before.events,
         per_event((now.flushes - before.flushes) as f64),
+        written_per_event(server, written, events),
         now.outages - before.outages,
         cpu.map_or("?".into(), |c| format!("{c:.2}")),
         cpu.map_or("?".into(), |c| format!("{:.2}µs", per_event(c * 1e6))),
@@ -219,7 +220,7 @@ async fn latency(server: &Server, opts: &Opts, redis: &Redis) {
     let readers = spawn_readers(streams, want, &done);
     let before = figures(server, opts).await;
     let mark = CpuMark::take(server);
-    let redis_cpu = redis.cpu_s();
+    let (redis_cpu, written) = (redis.cpu_s(), server.write_bytes());
     let sent = paced_on_own_thread(&redis.url, opts, total, channels).await;
     // Let the last events arrive (at most 10 s), then stop counting.
     let wait_until = Instant::now() + secs(10.0);
@@ -234,7 +235,8 @@ async fn latency(server: &Server, opts: &Opts, redis: &Redis) {
         "redis-ingress streams={n} rate={}/s channels={channels} payload={}B sent={} \
          failed={} unheard={} events={events} expected={expected} received={received} \
          lost={} dup={dup} {} server_cpu={}s{split} cpu/event={} {} redis_cpu={} \
-         client_cpu={client} publish_p99={:.1}ms flushes_per_event={:.3} outages={}",
+         client_cpu={client} publish_p99={:.1}ms flushes_per_event={:.3} \
+         written_per_event={} outages={}",
         opts.rate,
         opts.payload,
         sent.sent,
@@ -251,6 +253,7 @@ async fn latency(server: &Server, opts: &Opts, redis: &Redis) {
         since(redis_cpu, redis.cpu_s()),
         percentiles(sent.round_trips).map_or(0.0, |l| l.p99),
         (after.flushes - before.flushes) as f64 / events.max(1) as f64,
+        written_per_event(server, written, events),
         after.outages - before.outages,
     );
 }
@@ -315,6 +318,15 @@ fn since(before: Option<f64>, after: Option<f64>) -> String {
     before
         .zip(after)
         .map_or("?".into(), |(a, b)| format!("{:.2}s", b - a))
+}
+
+/// Bytes the hub sent to the block device since `before`, per event.
+fn written_per_event(server: &Server, before: Option<u64>, events: u64) -> String {
+    before
+        .zip(server.write_bytes())
+        .map_or("?".into(), |(a, b)| {
+            format!("{:.0}B", (b - a) as f64 / events.max(1) as f64)
+        })
 }
 
 /// The hub's RSS now and at its peak.
