@@ -221,7 +221,10 @@ async fn latency(server: &Server, opts: &Opts, redis: &Redis) {
     let before = figures(server, opts).await;
     let mark = CpuMark::take(server);
     let (redis_cpu, written) = (redis.cpu_s(), server.write_bytes());
+    let t0 = Instant::now();
     let sent = paced_on_own_thread(&redis.url, opts, total, channels).await;
+    // Below --rate when the generator could not keep the pace (it sends late, not less).
+    let sent_rate = sent.sent as f64 / t0.elapsed().as_secs_f64();
     // Let the last events arrive (at most 10 s), then stop counting.
     let wait_until = Instant::now() + secs(10.0);
     while done.load(Ordering::Relaxed) < n && Instant::now() < wait_until {
@@ -233,7 +236,7 @@ async fn latency(server: &Server, opts: &Opts, redis: &Redis) {
     let events = after.ingress - before.ingress;
     println!(
         "redis-ingress streams={n} rate={}/s channels={channels} payload={}B sent={} \
-         failed={} unheard={} events={events} expected={expected} received={received} \
+         sent/s={sent_rate:.0} failed={} unheard={} events={events} expected={expected} received={received} \
          lost={} dup={dup} {} server_cpu={}s{split} cpu/event={} {} redis_cpu={} \
          client_cpu={client} publish_p99={:.1}ms flushes_per_event={:.3} \
          written_per_event={} outages={}",
