@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every scenario behind the table in docs/BENCHMARKS.md against a fresh release build
 # of this checkout (each scenario starts its own hub on 127.0.0.1 with an empty data dir).
-# Takes about ten minutes on a 2-core VM; every line it prints is one result.
+# Takes about ten minutes on a 2-core VM; every line it prints is one result. The Redis ingress
+# rows need redis-server.
 #   benches/report.sh            # all of it
 #   benches/report.sh quick      # the budget rows only
 set -euo pipefail
@@ -32,3 +33,11 @@ run fanout --streams 1000 --rate 800 --duration 10 --client-threads 2
 run publish --publishers 32 --duration 10 --env RUNNEL_STORE_SYNC=always
 run publish --publishers 32 --duration 10 --batch 100
 run startup --events 100000
+
+# Redis ingress: the generator starts a redis-server of its own (Debian's redis-server package).
+if command -v redis-server >/dev/null 2>&1; then
+  run redis-ingress --rate 0 --duration 10
+  run redis-ingress --rate 1000 --streams 10 --duration 10
+else
+  echo "redis-ingress: skipped (no redis-server)"
+fi

@@ -8,15 +8,19 @@
 //! and count what was lost or duplicated. Server RSS and CPU time come from `/proc/<pid>`.
 //! Every scenario prints one line of results.
 //!
-//! Scenarios: idle, fanout, many-topics, publish, reconnect, startup. See docs/BENCHMARKS.md.
+//! Scenarios: idle, fanout, many-topics, publish, reconnect, startup, redis-ingress (Redis
+//! pub/sub messages into the hub's events; it starts a `redis-server` of its own). See
+//! docs/BENCHMARKS.md.
 //!
 //! Files: `server.rs` (the hub, spawned or given, and its /proc readings), `client.rs`
 //! (dialing, TLS), `publisher.rs` (publishing), `sse.rs` (stream readers), `stats.rs`
-//! (tallies, percentiles), `clock.rs` (send times), and `scenarios/`, one file each.
+//! (tallies, percentiles), `clock.rs` (send times), `redis_server.rs` (Redis for
+//! redis-ingress), and `scenarios/`, one file each.
 
 mod client;
 mod clock;
 mod publisher;
+mod redis_server;
 mod scenarios;
 mod server;
 mod sse;
@@ -47,7 +51,8 @@ struct Opts {
     env: Vec<String>,
     #[arg(long, default_value_t = 1000)]
     streams: usize,
-    /// Events per second (fanout, many-topics: in total).
+    /// Events per second (fanout, many-topics: in total; redis-ingress: PUBLISHes per
+    /// second in total, 0 for as many as Redis takes).
     #[arg(long, default_value_t = 10.0)]
     rate: f64,
     /// Seconds of publishing.
@@ -67,12 +72,20 @@ struct Opts {
     #[arg(long, default_value_t = 0.0)]
     publish_rate: f64,
     /// Publish scenario: topics the publishers take turns on (0: one topic per publisher).
+    /// redis-ingress: channels (and so topics) the messages take turns on (0: one).
     #[arg(long, default_value_t = 0)]
     topics: usize,
     /// Publish scenario: seconds of publishing before the measured --duration (so that
     /// retention is pruning as fast as events arrive: a steady state).
     #[arg(long, default_value_t = 0.0)]
     warmup: f64,
+    /// redis-ingress with --rate 0: PUBLISHes per round trip on each connection.
+    #[arg(long, default_value_t = 100)]
+    pipeline: usize,
+    /// redis-ingress: this Redis instead of a `redis-server` of the generator's own (a given
+    /// hub must read `bench:*` into `bench/{1}` from it).
+    #[arg(long, value_name = "URL")]
+    redis_url: Option<String>,
     /// Events the reconnecting clients are behind (reconnect scenario).
     #[arg(long, default_value_t = 100)]
     behind: usize,
@@ -120,6 +133,7 @@ enum Scenario {
     Publish,
     Reconnect,
     Startup,
+    RedisIngress,
 }
 
 fn main() {
@@ -135,6 +149,9 @@ fn main() {
         scenarios::startup::startup(&opts);
         return;
     }
+    // redis-ingress: Redis first, so that the hub's configuration can name it.
+    let redis =
+        (opts.scenario == Scenario::RedisIngress).then(|| redis_server::Redis::prepare(&mut opts));
     let server = if opts.spawn {
         Server::spawn(&opts, None)
     } else {
@@ -152,8 +169,13 @@ fn main() {
             Scenario::ManyTopics => scenarios::fanout::fanout(&server, &opts, true).await,
             Scenario::Publish => scenarios::publish::publish(&server, &opts).await,
             Scenario::Reconnect => scenarios::reconnect::reconnect(&server, &opts).await,
+            Scenario::RedisIngress => {
+                let redis = redis.as_ref().unwrap();
+                scenarios::redis_ingress::redis_ingress(&server, &opts, redis).await;
+            }
             Scenario::Startup => unreachable!(),
         }
     });
     drop(server);
+    drop(redis);
 }

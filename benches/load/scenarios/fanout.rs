@@ -76,7 +76,7 @@ pub async fn fanout(server: &Server, opts: &Opts, many_topics: bool) {
 
 /// One task per stream, reading until it has the `want(i)` events meant for it (or 600 s
 /// pass); each counts itself in `done` when it stops.
-fn spawn_readers(
+pub fn spawn_readers(
     streams: Vec<SseReader>,
     want: impl Fn(usize) -> u64,
     done: &Arc<AtomicUsize>,
@@ -123,7 +123,7 @@ async fn publish_on_own_thread(
 }
 
 /// Adds up the readers that finished (received, duplicates, latencies); aborts the rest.
-async fn collect(readers: Vec<JoinHandle<Tally>>) -> (u64, u64, Vec<u32>) {
+pub async fn collect(readers: Vec<JoinHandle<Tally>>) -> (u64, u64, Vec<u32>) {
     let mut lat = Vec::new();
     let (mut received, mut dup) = (0, 0);
     for r in readers {
@@ -141,14 +141,14 @@ async fn collect(readers: Vec<JoinHandle<Tally>>) -> (u64, u64, Vec<u32>) {
 
 /// CPU times when publishing starts: the hub's (total, and user and system) and this
 /// process's.
-struct CpuMark {
+pub struct CpuMark {
     cpu: Option<f64>,
     split: Option<(f64, f64)>,
     client: Option<(f64, f64)>,
 }
 
 impl CpuMark {
-    fn take(server: &Server) -> CpuMark {
+    pub fn take(server: &Server) -> CpuMark {
         CpuMark {
             cpu: server.cpu_s(),
             split: server.cpu_split(),
@@ -158,7 +158,7 @@ impl CpuMark {
 
     /// Since the mark: the hub's CPU seconds, its user and system text, and this process's
     /// CPU text.
-    fn since(&self, server: &Server) -> (Option<f64>, String, String) {
+    pub fn since(&self, server: &Server) -> (Option<f64>, String, String) {
         let cpu = match (self.cpu, server.cpu_s()) {
             (Some(a), Some(b)) => Some(b - a),
             _ => None,

@@ -4,6 +4,7 @@ pub mod fanout;
 pub mod idle;
 pub mod publish;
 pub mod reconnect;
+pub mod redis_ingress;
 pub mod startup;
 
 use crate::Opts;

@@ -126,7 +126,8 @@ async fn disk(server: &Server, opts: &Opts) -> Option<Disk> {
     })
 }
 
-async fn stats(server: &Server, opts: &Opts) -> Option<serde_json::Value> {
+/// The hub's `/stats`.
+pub async fn stats(server: &Server, opts: &Opts) -> Option<serde_json::Value> {
     let mut conn = Publisher::connect(server.addr).await;
     let (status, body) = conn.get(opts, "/stats").await;
     (status == 200).then(|| serde_json::from_slice(&body).ok())?
