@@ -19,6 +19,9 @@ use crate::ws;
 /// The event type an ntfy message is stored under.
 pub const MESSAGE_EVENT: &str = "message";
 
+/// How many wires there are.
+pub const WIRES: usize = 4;
+
 /// ntfy's wire formats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Wire {

@@ -64,36 +64,31 @@ pub enum Format {
     /// WebSocket text frames, one JSON object each (SPEC §5.8); the heartbeat is a ping.
     Ws,
     /// ntfy's subscribe API (SPEC §11.1), on one of its wires.
-    NtfyJson,
-    NtfySse,
-    NtfyRaw,
-    NtfyWs,
+    Ntfy(Wire),
 }
 
 impl Format {
-    /// How many formats there are (the size of an event's encoding cache).
-    const COUNT: usize = 7;
+    /// How many of runnel's own formats there are (each event's cache has a slot for each;
+    /// ntfy's are allocated only for events an ntfy stream reads).
+    const NATIVE: usize = 3;
 
     /// ntfy's wire, for ntfy's formats.
     pub fn ntfy(self) -> Option<Wire> {
         match self {
-            Format::NtfyJson => Some(Wire::Json),
-            Format::NtfySse => Some(Wire::Sse),
-            Format::NtfyRaw => Some(Wire::Raw),
-            Format::NtfyWs => Some(Wire::Ws),
+            Format::Ntfy(w) => Some(w),
             Format::Sse | Format::SseEnvelope | Format::Ws => None,
         }
     }
 
     /// Carried by a WebSocket connection.
     pub fn is_websocket(self) -> bool {
-        matches!(self, Format::Ws | Format::NtfyWs)
+        matches!(self, Format::Ws | Format::Ntfy(Wire::Ws))
     }
 
     /// An event names (some of) the topics the stream receives it on, so the stream's
     /// topics are kept compiled beside its queue (see [`Event::encoded_for`]).
     pub fn names_topics(self) -> bool {
-        self == Format::Ws || self.ntfy().is_some()
+        matches!(self, Format::Ws | Format::Ntfy(_))
     }
 
     /// How `/connections` names the transport.
@@ -101,18 +96,20 @@ impl Format {
         match self {
             Format::Sse | Format::SseEnvelope => "sse",
             Format::Ws => "ws",
-            Format::NtfyJson => "ntfy-json",
-            Format::NtfySse => "ntfy-sse",
-            Format::NtfyRaw => "ntfy-raw",
-            Format::NtfyWs => "ntfy-ws",
+            Format::Ntfy(Wire::Json) => "ntfy-json",
+            Format::Ntfy(Wire::Sse) => "ntfy-sse",
+            Format::Ntfy(Wire::Raw) => "ntfy-raw",
+            Format::Ntfy(Wire::Ws) => "ntfy-ws",
         }
     }
 
     /// What a stream of this format sends before anything else.
     pub fn opening(self, retry_ms: u64) -> Bytes {
         match self {
-            Format::Sse | Format::SseEnvelope | Format::NtfySse => sse::retry_frame(retry_ms),
-            Format::Ws | Format::NtfyJson | Format::NtfyRaw | Format::NtfyWs => Bytes::new(),
+            Format::Sse | Format::SseEnvelope | Format::Ntfy(Wire::Sse) => {
+                sse::retry_frame(retry_ms)
+            }
+            Format::Ws | Format::Ntfy(_) => Bytes::new(),
         }
     }
 
@@ -122,8 +119,7 @@ impl Format {
         match self {
             Format::Sse | Format::SseEnvelope => sse::keepalive(),
             Format::Ws => ws::ping_frame(),
-            Format::NtfyJson | Format::NtfySse | Format::NtfyRaw | Format::NtfyWs => {
-                let wire = self.ntfy().unwrap_or(Wire::Json);
+            Format::Ntfy(wire) => {
                 let topics = ntfy::pattern_list(receives);
                 ntfy::notice(wire, "keepalive", &topics, crate::time::unix_ms())
             }
@@ -172,7 +168,10 @@ pub struct Event {
     pub time_ms: u64,
     /// See [`NewEvent::origin`]; not kept in the event's record.
     pub origin: Option<Box<Origin>>,
-    encodings: [OnceLock<Bytes>; Format::COUNT],
+    encodings: [OnceLock<Bytes>; Format::NATIVE],
+    /// ntfy's encodings (one per wire), allocated when an ntfy stream first reads the event:
+    /// most events never meet one, and the log keeps thousands in memory.
+    ntfy_encodings: OnceLock<Box<[OnceLock<Bytes>; ntfy::WIRES]>>,
 }
 
 impl Event {
@@ -189,6 +188,7 @@ impl Event {
             time_ms,
             origin: e.origin.map(Box::new),
             encodings: Default::default(),
+            ntfy_encodings: OnceLock::new(),
         }
     }
 
@@ -203,7 +203,12 @@ impl Event {
 
     /// The event in a stream's format.
     pub fn encoded(&self, format: Format) -> Bytes {
-        let cached = &self.encodings[format as usize];
+        let cached = match format {
+            Format::Sse => &self.encodings[0],
+            Format::SseEnvelope => &self.encodings[1],
+            Format::Ws => &self.encodings[2],
+            Format::Ntfy(wire) => &self.ntfy_encodings.get_or_init(Default::default)[wire as usize],
+        };
         cached
             .get_or_init(|| match format {
                 Format::Sse => sse::encode_event(
@@ -224,8 +229,7 @@ impl Event {
                     )
                 }
                 Format::Ws => self.ws_frame(&self.topics),
-                Format::NtfyJson | Format::NtfySse | Format::NtfyRaw | Format::NtfyWs => {
-                    let wire = format.ntfy().unwrap_or(Wire::Json);
+                Format::Ntfy(wire) => {
                     let topic = self.topics.first().map_or("", String::as_str);
                     ntfy::encode_event(wire, &self.ntfy(), topic)
                 }

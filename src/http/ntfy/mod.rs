@@ -18,9 +18,8 @@ use http::{Method, Response};
 use super::body::decode_path;
 use super::{Body, ReqBody, Resp};
 use crate::error::Error;
-use crate::event::Format;
 use crate::hub::Hub;
-use crate::ntfy::valid_topic;
+use crate::ntfy::{Wire, valid_topic};
 
 /// First path segments of runnel's own routes, so never ntfy topics.
 const RESERVED: &[&str] = &[
@@ -75,13 +74,13 @@ pub(super) async fn route(
             } else {
                 match topics(ts) {
                     Ok(topics) => {
-                        let format = match *kind {
-                            "json" => Format::NtfyJson,
-                            "sse" => Format::NtfySse,
-                            "raw" => Format::NtfyRaw,
-                            _ => Format::NtfyWs,
+                        let wire = match *kind {
+                            "json" => Wire::Json,
+                            "sse" => Wire::Sse,
+                            "raw" => Wire::Raw,
+                            _ => Wire::Ws,
                         };
-                        subscribe::subscribe(hub, &parts, peer, topics, format).await
+                        subscribe::subscribe(hub, &parts, peer, topics, wire).await
                     }
                     Err(e) => Err(e),
                 }

@@ -6,7 +6,7 @@
 use std::net::SocketAddr;
 use std::str::FromStr;
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use http::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderValue};
 use http::request::Parts;
 use http::{Response, StatusCode};
@@ -47,11 +47,10 @@ pub(super) async fn subscribe(
     parts: &Parts,
     peer: SocketAddr,
     topics: Vec<String>,
-    format: Format,
+    wire: Wire,
 ) -> Result<Resp, Error> {
     let caller = crate::http::caller(parts)?;
     let ask = ask(parts)?;
-    let wire = format.ntfy().unwrap_or(Wire::Json);
     // On `/sse`, a browser's `EventSource` reconnects with the last id it saw.
     let last_event_id = parts
         .headers
@@ -87,7 +86,7 @@ pub(super) async fn subscribe(
         named: topics,
         last_event_id,
         ip: peer.ip(),
-        format,
+        format: Format::Ntfy(wire),
         filter: ask.filter,
     };
     if wire == Wire::Ws {
@@ -141,7 +140,7 @@ async fn poll(
             .await?;
         for e in &page.events {
             if ask.filter.as_ref().is_none_or(|f| f.keeps(e)) {
-                out.extend_from_slice(&encoded(e, wire, &patterns));
+                out.extend_from_slice(&e.encoded_for(Format::Ntfy(wire), Some(&patterns)));
             }
         }
         after = page.next;
@@ -151,17 +150,6 @@ async fn poll(
     resp.headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static(content_type(wire)));
     Ok(resp)
-}
-
-/// An event as a stream on `patterns` would write it.
-fn encoded(e: &Event, wire: Wire, patterns: &[Pattern]) -> Bytes {
-    let format = match wire {
-        Wire::Json => Format::NtfyJson,
-        Wire::Sse => Format::NtfySse,
-        Wire::Raw => Format::NtfyRaw,
-        Wire::Ws => Format::NtfyWs,
-    };
-    e.encoded_for(format, Some(patterns))
 }
 
 /// The query: `since`, `poll`, the filters; other parameters (`auth`, ntfy's `scheduled`)
