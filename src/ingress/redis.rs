@@ -4,6 +4,7 @@
 //! state to the hub (`/health`, `/stats`, `/metrics`). Messages read together are published
 //! together, as one batch, in the order Redis gave them.
 
+use std::future::Future;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -105,27 +106,46 @@ impl Backoff {
     }
 }
 
-/// Marks a source up or down, logging only the changes.
-fn set_up(status: &SourceStatus, up: bool, error: Option<&dyn std::fmt::Display>) {
-    let was = status.up.swap(up, Ordering::Relaxed);
-    match (was, up) {
-        (false, true) => tracing::info!(source = %status.name, "redis ingress connected"),
-        (true, false) => {
-            status.outages.fetch_add(1, Ordering::Relaxed);
-            let why = error.map_or_else(|| "closed".to_string(), |e| e.to_string());
-            tracing::warn!(source = %status.name, error = %why,
-                "redis ingress is not connected; retrying");
-        }
-        _ => {}
+/// A source's connection is made: it is up (logged when it was not).
+fn connected(status: &SourceStatus) {
+    if !status.up.swap(true, Ordering::Relaxed) {
+        tracing::info!(source = %status.name, "redis ingress connected");
     }
 }
 
-/// A connection attempt or a connection failed: the first failure of an outage is logged
-/// and counted (also before the first connection ever made); the retries are not.
-fn failed(status: &SourceStatus, e: &redis::RedisError) {
-    if status.up.load(Ordering::Relaxed) || status.outages.load(Ordering::Relaxed) == 0 {
-        status.up.store(true, Ordering::Relaxed);
-        set_up(status, false, Some(e));
+/// Keeps a source connected until shutdown. `serve` makes one connection and uses it until it
+/// ends (calling [`connected`] once it is made). An outage (a connection lost, or the first
+/// attempt failing) is logged and counted once, not at every retry; retries back off, from the
+/// start again after each connection that was made.
+async fn keep_connected<F, Fut>(status: &SourceStatus, stop: &Shutdown, mut serve: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = redis::RedisResult<()>>,
+{
+    let mut backoff = Backoff::new();
+    let mut first = true;
+    loop {
+        let ended = tokio::select! {
+            _ = stop.wait() => return,
+            r = serve() => r,
+        };
+        let was_up = status.up.swap(false, Ordering::Relaxed);
+        if was_up || first {
+            status.outages.fetch_add(1, Ordering::Relaxed);
+            let why = ended
+                .err()
+                .map_or_else(|| "closed".to_string(), |e| e.to_string());
+            tracing::warn!(source = %status.name, error = %why,
+                "redis ingress is not connected; retrying");
+        }
+        first = false;
+        if was_up {
+            backoff = Backoff::new();
+        }
+        tokio::select! {
+            _ = stop.wait() => return,
+            _ = tokio::time::sleep(backoff.next()) => {}
+        }
     }
 }
 
@@ -203,39 +223,23 @@ struct PubSubTask {
 impl PubSubTask {
     async fn run(self, stop: Shutdown) {
         let caller = Caller::internal("redis-ingress");
-        let mut backoff = Backoff::new();
-        loop {
-            let connected = tokio::select! {
-                _ = stop.wait() => return,
-                c = self.connect() => c,
-            };
-            match connected {
-                Ok(mut ps) => {
-                    set_up(&self.status, true, None);
-                    backoff = Backoff::new();
-                    let mut messages = ps.on_message();
-                    loop {
-                        let first = tokio::select! {
-                            _ = stop.wait() => return,
-                            m = messages.next() => m,
-                        };
-                        let Some(first) = first else { break };
-                        let (batch, ended) = gather(&mut messages, first).await;
-                        let events = self.events(&batch);
-                        publish(&self.hub, &caller, &self.status, events).await;
-                        if ended {
-                            break;
-                        }
-                    }
-                    set_up(&self.status, false, None);
-                }
-                Err(e) => failed(&self.status, &e),
-            }
-            tokio::select! {
-                _ = stop.wait() => return,
-                _ = tokio::time::sleep(backoff.next()) => {}
+        keep_connected(&self.status, &stop, || self.serve(&caller)).await;
+    }
+
+    /// One connection: subscribe, then publish what arrives, a batch at a time.
+    async fn serve(&self, caller: &Caller) -> redis::RedisResult<()> {
+        let mut ps = self.connect().await?;
+        connected(&self.status);
+        let mut messages = ps.on_message();
+        while let Some(first) = messages.next().await {
+            let (batch, ended) = gather(&mut messages, first).await;
+            let events = self.events(&batch);
+            publish(&self.hub, caller, &self.status, events).await;
+            if ended {
+                break;
             }
         }
+        Ok(())
     }
 
     async fn connect(&self) -> redis::RedisResult<redis::aio::PubSub> {
@@ -290,20 +294,7 @@ struct StreamTask {
 impl StreamTask {
     async fn run(self, stop: Shutdown) {
         let caller = Caller::internal("redis-ingress");
-        let mut backoff = Backoff::new();
-        loop {
-            let result = tokio::select! {
-                _ = stop.wait() => return,
-                r = self.serve(&caller, &mut backoff) => r,
-            };
-            if let Err(e) = result {
-                failed(&self.status, &e);
-            }
-            tokio::select! {
-                _ = stop.wait() => return,
-                _ = tokio::time::sleep(backoff.next()) => {}
-            }
-        }
+        keep_connected(&self.status, &stop, || self.serve(&caller)).await;
     }
 
     fn stream(&self) -> &str {
@@ -315,7 +306,7 @@ impl StreamTask {
 
     /// Connects, makes sure the group exists, reads this consumer's pending entries (those
     /// delivered before a crash), then new ones, until the connection fails.
-    async fn serve(&self, caller: &Caller, backoff: &mut Backoff) -> redis::RedisResult<()> {
+    async fn serve(&self, caller: &Caller) -> redis::RedisResult<()> {
         let config = AsyncConnectionConfig::new().set_response_timeout(None);
         let mut conn = self
             .client
@@ -334,11 +325,22 @@ impl StreamTask {
             Err(e) if e.code() != Some("BUSYGROUP") => return Err(e),
             _ => {}
         }
-        set_up(&self.status, true, None);
-        *backoff = Backoff::new();
+        connected(&self.status);
         // One consumer per data directory: after a restart it finds its own pending entries.
         let consumer = format!("runnel-{:08x}", self.hub.log_incarnation());
         let source = format!("redis-stream:{stream}");
+        // The newest entry the log holds from this stream: read once per connection, then
+        // kept up to date here (this task is the stream's only publisher).
+        let mut last = match self.hub.origin_position(&source).await {
+            Ok(p) => p.and_then(|p| entry_id(&p)),
+            Err(e) => {
+                return Err(redis::RedisError::from((
+                    redis::ErrorKind::Client,
+                    "cannot read the log",
+                    e.to_string(),
+                )));
+            }
+        };
         // "0": this consumer's pending entries, from the start; then ">": new ones.
         let mut cursor = "0".to_string();
         loop {
@@ -365,7 +367,9 @@ impl StreamTask {
                 cursor = entries[entries.len() - 1].id.clone();
             }
             let ids: Vec<String> = entries.iter().map(|e| e.id.clone()).collect();
-            let done = self.publish_entries(caller, &source, entries).await;
+            let done = self
+                .publish_entries(caller, &source, &mut last, entries)
+                .await;
             if !done {
                 // Not acknowledged: they stay pending, and are read again after a reconnect.
                 return Err(redis::RedisError::from((
@@ -382,26 +386,20 @@ impl StreamTask {
         }
     }
 
-    /// Publishes what is new among `entries`; true when the log holds it (or nothing was
-    /// new), so they may be acknowledged.
+    /// Publishes what is new among `entries` (newer than `last`, which it moves on); true
+    /// when the log holds it (or nothing was new), so they may be acknowledged.
     async fn publish_entries(
         &self,
         caller: &Caller,
         source: &str,
+        last: &mut Option<(u64, u64)>,
         entries: Vec<redis::streams::StreamId>,
     ) -> bool {
-        let last = match self.hub.origin_position(source).await {
-            Ok(p) => p.and_then(|p| entry_id(&p)),
-            Err(e) => {
-                tracing::warn!(source = %self.status.name, error = %e, "cannot read the log");
-                return false;
-            }
-        };
         let max = self.hub.publish_limits().max_event_bytes;
         let mut events = Vec::with_capacity(entries.len());
         for entry in entries {
             self.status.received.fetch_add(1, Ordering::Relaxed);
-            if let (Some(last), Some(id)) = (last, entry_id(&entry.id))
+            if let (Some(last), Some(id)) = (*last, entry_id(&entry.id))
                 && id <= last
             {
                 self.status.duplicates.fetch_add(1, Ordering::Relaxed);
@@ -435,7 +433,15 @@ impl StreamTask {
                 Err(why) => dropped(&self.status, self.stream(), &why),
             }
         }
-        publish(&self.hub, caller, &self.status, events).await
+        let newest = events
+            .last()
+            .and_then(|e| e.origin.as_ref())
+            .and_then(|o| entry_id(&o.position));
+        let done = publish(&self.hub, caller, &self.status, events).await;
+        if done && newest.is_some() {
+            *last = newest;
+        }
+        done
     }
 }
 
