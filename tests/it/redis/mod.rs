@@ -182,3 +182,17 @@ pub async fn ingress_stats(addr: std::net::SocketAddr) -> Vec<Value> {
     let s = request(addr, "GET", "/stats", &[], b"").await.json();
     s["ingress"].as_array().cloned().unwrap_or_default()
 }
+
+/// The `/stats` ingress entries once the first source counts `published` events. A stream
+/// can see an event before the ingress counts it: the count follows the publish's return,
+/// and the fan-out happens inside it.
+pub async fn ingress_stats_once_published(
+    addr: std::net::SocketAddr,
+    published: u64,
+) -> Vec<Value> {
+    eventually(Duration::from_secs(5), async || {
+        ingress_stats(addr).await[0]["published"].as_u64() >= Some(published)
+    })
+    .await;
+    ingress_stats(addr).await
+}
