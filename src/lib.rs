@@ -30,6 +30,7 @@ pub mod auth;
 pub(crate) mod broker;
 pub mod cli;
 pub mod client;
+pub(crate) mod cluster;
 pub mod config;
 pub mod error;
 pub(crate) mod event;
