@@ -12,7 +12,7 @@
 //! start over, and the script refuses to append under the old one: no id is ever given twice.
 //!
 //! `<key>:conn:<hub>` holds each hub's open connections, refreshed while it runs and expiring
-//! when it stops, so `/connections` covers every hub.
+//! when it stops, so `/connections` covers every hub; `<key>:hubs` names the hubs that wrote one.
 
 use std::sync::Mutex;
 use std::time::Duration;
@@ -27,6 +27,8 @@ use crate::event::{NewEvent, Origin};
 /// How long a publish waits for Redis before it is refused.
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long the follower waits for an answer to a read, which blocks up to 2 s in Redis.
+const READER_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Appends one publish: checks the incarnation, takes `n` seqs, adds the entry.
 /// KEYS: log, seq, incarnation. ARGV: incarnation, n, max_len, time, writer, events.
@@ -79,6 +81,8 @@ struct Keys {
     seq: String,
     incarnation: String,
     conn_prefix: String,
+    /// The set of hubs that published a connection list.
+    hubs: String,
 }
 
 /// What the cluster's log holds: publishes, and changes every hub applies.
@@ -154,6 +158,7 @@ impl Cluster {
             seq: format!("{}:seq", cfg.key),
             incarnation: format!("{}:incarnation", cfg.key),
             conn_prefix: format!("{}:conn:", cfg.key),
+            hubs: format!("{}:hubs", cfg.key),
         };
         let mut wait = Duration::from_millis(100);
         let mut logged = false;
@@ -311,9 +316,11 @@ impl Cluster {
     /// A connection of its own for [`Cluster::read`] (its reads block), reading on after
     /// the entry holding seq `after` (and any control entries after it).
     pub async fn reader(&self, after: u64) -> Result<Reader, ClusterError> {
+        // A read blocks for at most `block` (see `read`): an answer this late means the
+        // connection is dead without having said so.
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(CONNECT_TIMEOUT))
-            .set_response_timeout(None);
+            .set_response_timeout(Some(READER_TIMEOUT));
         let conn = self
             .client
             .get_multiplexed_async_connection_with_config(&config)
@@ -380,11 +387,17 @@ impl Cluster {
     pub async fn put_connections(&self, json: String, ttl: Duration) -> Result<(), ClusterError> {
         let mut conn = self.conn().await?;
         let key = format!("{}{}", self.keys.conn_prefix, self.node);
-        let r: redis::RedisResult<()> = redis::cmd("SET")
+        let r: redis::RedisResult<()> = redis::pipe()
+            .cmd("SADD")
+            .arg(&self.keys.hubs)
+            .arg(&self.node)
+            .ignore()
+            .cmd("SET")
             .arg(key)
             .arg(json)
             .arg("PX")
             .arg(ttl.as_millis() as u64)
+            .ignore()
             .query_async(&mut conn)
             .await;
         if r.is_err() {
@@ -393,37 +406,37 @@ impl Cluster {
         Ok(r?)
     }
 
-    /// Every other hub's connections, as they last published them: (hub, JSON array).
+    /// Every other hub's connections, as they last published them: (hub, JSON array). A hub
+    /// whose list expired (it stopped) is forgotten.
     pub async fn other_connections(&self) -> Result<Vec<(String, String)>, ClusterError> {
         let mut conn = self.conn().await?;
-        let mut keys: Vec<String> = Vec::new();
-        let mut cursor: u64 = 0;
-        loop {
-            let (next, found): (u64, Vec<String>) = redis::cmd("SCAN")
-                .arg(cursor)
-                .arg("MATCH")
-                .arg(format!("{}*", self.keys.conn_prefix))
-                .arg("COUNT")
-                .arg(100)
-                .query_async(&mut conn)
-                .await?;
-            keys.extend(found);
-            cursor = next;
-            if cursor == 0 {
-                break;
-            }
-        }
-        let mine = format!("{}{}", self.keys.conn_prefix, self.node);
-        keys.retain(|k| *k != mine);
-        if keys.is_empty() {
+        let mut hubs: Vec<String> = redis::cmd("SMEMBERS")
+            .arg(&self.keys.hubs)
+            .query_async(&mut conn)
+            .await?;
+        hubs.retain(|h| *h != self.node);
+        if hubs.is_empty() {
             return Ok(Vec::new());
         }
+        let keys: Vec<String> = hubs
+            .iter()
+            .map(|h| format!("{}{h}", self.keys.conn_prefix))
+            .collect();
         let values: Vec<Option<String>> =
             redis::cmd("MGET").arg(&keys).query_async(&mut conn).await?;
-        Ok(keys
+        let (live, gone): (Vec<_>, Vec<_>) =
+            hubs.into_iter().zip(values).partition(|(_, v)| v.is_some());
+        if !gone.is_empty() {
+            let gone: Vec<String> = gone.into_iter().map(|(h, _)| h).collect();
+            let _: redis::RedisResult<usize> = redis::cmd("SREM")
+                .arg(&self.keys.hubs)
+                .arg(&gone)
+                .query_async(&mut conn)
+                .await;
+        }
+        Ok(live
             .into_iter()
-            .zip(values)
-            .filter_map(|(k, v)| Some((k[self.keys.conn_prefix.len()..].to_string(), v?)))
+            .filter_map(|(h, v)| Some((h, v?)))
             .collect())
     }
 }

@@ -31,7 +31,8 @@ pub struct ClusterConfig {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub redis: Option<RedisUrl>,
     /// The prefix of the cluster's keys: `<key>:log` (the stream), `<key>:seq`,
-    /// `<key>:incarnation`, `<key>:conn:<hub>`. Two clusters on one Redis need two prefixes.
+    /// `<key>:incarnation`, `<key>:hubs`, `<key>:conn:<hub>`. Two clusters on one Redis need
+    /// two prefixes.
     pub key: String,
     /// About how many entries (publishes) the stream keeps (`XADD MAXLEN ~`): how far behind
     /// a hub may fall, or how long it may be away, and still catch up without a gap.
