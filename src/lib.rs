@@ -11,6 +11,7 @@
 //!   through hyper), shutdown, systemd; [`tls`]: HTTPS certificates, reloadable.
 //! - `http`: the HTTP API, the first front door: routing, one file per group of handlers.
 //! - `ingress`: Redis pub/sub and Streams feeding the hub (SPEC §11.2), through `hub`.
+//! - `cluster`: several hubs as one (SPEC §11.3): the shared log, a Redis Stream.
 //! - `hub`: the one API every front door calls — publish, open a stream, change
 //!   subscriptions, connections, stats, health — with the hub's state private behind it.
 //! - `stream`: opening a stream, resuming it, the replay joined to live events.
@@ -30,6 +31,7 @@ pub mod auth;
 pub(crate) mod broker;
 pub mod cli;
 pub mod client;
+pub(crate) mod cluster;
 pub mod config;
 pub mod error;
 pub(crate) mod event;

@@ -68,6 +68,12 @@ struct State {
 /// A source that published within this long counts as active.
 const ACTIVE: Duration = Duration::from_millis(50);
 
+/// A queued job's answers, less what the commit thread says.
+struct Pending {
+    answers: Vec<(String, Vec<String>)>,
+    rx: oneshot::Receiver<Result<Vec<usize>, Error>>,
+}
+
 struct Job {
     /// The connection it came over.
     source: u64,
@@ -116,54 +122,96 @@ impl Publisher {
         events: Vec<NewEvent>,
         source: u64,
     ) -> Result<Vec<Published>, Error> {
-        let (tx, rx) = oneshot::channel();
-        let answers = {
-            // Held for numbering and encoding: microseconds, never across an await. Queueing under the
-            // lock keeps job order (and so log and fan-out order) equal to id order.
-            let mut st = self.inner.lock();
+        // Held for numbering and encoding: microseconds, never across an await. Queueing
+        // under the lock keeps job order (and so log and fan-out order) equal to id order.
+        let pending = {
+            let st = self.inner.lock();
             if st.stopping {
                 return Err(Error::unavailable("the hub is shutting down"));
             }
             let first = st.next_seq;
-            st.next_seq = first + events.len() as u64;
-            let ids = self.inner.log.ids();
-            let now = crate::time::unix_ms();
-            let persist = events.iter().map(|e| e.persist).collect();
-            let outgoing: Vec<Arc<Event>> = events
-                .into_iter()
-                .zip(first..)
-                .map(|(ev, seq)| {
-                    let id = ids.format(seq);
-                    let e = Event::new(seq, id, now, ev);
-                    // Every stream wants the SSE form: build it here, where it paces the
-                    // publisher, rather than in the first stream to write the event.
-                    e.encoded(Format::Sse);
-                    Arc::new(e)
-                })
-                .collect();
-            let answers: Vec<(String, Vec<String>)> = outgoing
-                .iter()
-                .map(|e| (e.id.clone(), e.topics.clone()))
-                .collect();
-            st.jobs.push_back(Job {
-                source,
-                queued_at: Instant::now(),
-                events: outgoing,
-                persist,
-                reply: tx,
-            });
-            answers
+            self.enqueue(st, first, crate::time::unix_ms(), events, source)
         };
+        self.answers(pending).await
+    }
+
+    /// Publishes events numbered elsewhere (by the cluster's log, SPEC §11.3): `first` is
+    /// the seq of the first, and must follow every seq applied before. Queued at once (so
+    /// several applied in a row share a commit); the future answers when it is done.
+    pub fn apply(
+        &self,
+        first: u64,
+        time_ms: u64,
+        events: Vec<NewEvent>,
+    ) -> impl Future<Output = Result<Vec<Published>, Error>> + use<> {
+        let st = self.inner.lock();
+        let queued = if st.stopping {
+            drop(st);
+            None
+        } else {
+            Some(self.enqueue(st, first, time_ms, events, 0))
+        };
+        let this = self.clone();
+        async move {
+            match queued {
+                Some(p) => this.answers(p).await,
+                None => Err(Error::unavailable("the hub is shutting down")),
+            }
+        }
+    }
+
+    /// Numbers `events` from `first`, encodes them, and queues them as one job.
+    fn enqueue(
+        &self,
+        mut st: MutexGuard<'_, State>,
+        first: u64,
+        now: u64,
+        events: Vec<NewEvent>,
+        source: u64,
+    ) -> Pending {
+        let (tx, rx) = oneshot::channel();
+        st.next_seq = first + events.len() as u64;
+        let ids = self.inner.log.ids();
+        let persist = events.iter().map(|e| e.persist).collect();
+        let outgoing: Vec<Arc<Event>> = events
+            .into_iter()
+            .zip(first..)
+            .map(|(ev, seq)| {
+                let id = ids.format(seq);
+                let e = Event::new(seq, id, now, ev);
+                // Every stream wants the SSE form: build it here, where it paces the
+                // publisher, rather than in the first stream to write the event.
+                e.encoded(Format::Sse);
+                Arc::new(e)
+            })
+            .collect();
+        let answers: Vec<(String, Vec<String>)> = outgoing
+            .iter()
+            .map(|e| (e.id.clone(), e.topics.clone()))
+            .collect();
+        st.jobs.push_back(Job {
+            source,
+            queued_at: Instant::now(),
+            events: outgoing,
+            persist,
+            reply: tx,
+        });
+        drop(st);
         self.inner.wake.notify_one();
-        let delivered = rx
-            .await
-            .map_err(|_| Error::unavailable("the hub is shutting down"))??;
+        Pending { answers, rx }
+    }
+
+    /// Waits for the commit thread to have written and fanned out a job.
+    async fn answers(&self, p: Pending) -> Result<Vec<Published>, Error> {
+        let delivered =
+            p.rx.await
+                .map_err(|_| Error::unavailable("the hub is shutting down"))??;
         self.inner
             .broker
             .counters()
             .published
-            .fetch_add(answers.len() as u64, Ordering::Relaxed);
-        Ok(answers
+            .fetch_add(p.answers.len() as u64, Ordering::Relaxed);
+        Ok(p.answers
             .into_iter()
             .zip(delivered)
             .map(|((id, topics), delivered)| Published {

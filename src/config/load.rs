@@ -26,7 +26,7 @@ const NON_CONFIG_ENV: &[&str] = &[
     "RUNNEL_CA",
 ];
 const SECTIONS: &[&str] = &[
-    "stream", "store", "limits", "auth", "cors", "tls", "ntfy", "redis",
+    "stream", "store", "limits", "auth", "cors", "tls", "ntfy", "redis", "cluster",
 ];
 
 /// Finds and reads the configuration file (`explicit`, then `$RUNNEL_CONFIG`, then

@@ -22,7 +22,9 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 pub use load::{Loaded, load, parse_with_env, parse_with_env_in};
-pub use redis::{EventName, Glob, IngressRule, RedisConfig, RedisUrl, Source, Target, Template};
+pub use redis::{
+    ClusterConfig, EventName, Glob, IngressRule, RedisConfig, RedisUrl, Source, Target, Template,
+};
 pub use value::{ByteSize, Dur, Secret, parse_net};
 
 /// A configuration problem, worded for the person editing the file.
@@ -62,6 +64,7 @@ pub struct Config {
     pub tls: Option<TlsConfig>,
     pub ntfy: NtfyConfig,
     pub redis: RedisConfig,
+    pub cluster: ClusterConfig,
 }
 
 impl Default for Config {
@@ -80,6 +83,7 @@ impl Default for Config {
             tls: None,
             ntfy: NtfyConfig::default(),
             redis: RedisConfig::default(),
+            cluster: ClusterConfig::default(),
         }
     }
 }

@@ -22,6 +22,33 @@ pub struct RedisConfig {
     pub ingress: Vec<IngressRule>,
 }
 
+/// `[cluster]` (SPEC §11.3): several hubs sharing one log, a Redis Stream.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterConfig {
+    /// The Redis every hub of the cluster uses (`redis://` or `rediss://`; with `rediss://`,
+    /// `redis.ca_file` is trusted too).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redis: Option<RedisUrl>,
+    /// The prefix of the cluster's keys: `<key>:log` (the stream), `<key>:seq`,
+    /// `<key>:incarnation`, `<key>:hubs`, `<key>:conn:<hub>`. Two clusters on one Redis need
+    /// two prefixes.
+    pub key: String,
+    /// About how many entries (publishes) the stream keeps (`XADD MAXLEN ~`): how far behind
+    /// a hub may fall, or how long it may be away, and still catch up without a gap.
+    pub max_len: u64,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            redis: None,
+            key: "runnel".into(),
+            max_len: 100_000,
+        }
+    }
+}
+
 /// A Redis URL; `runnel check` prints it with the password masked.
 #[derive(Clone, Deserialize)]
 pub struct RedisUrl(pub String);

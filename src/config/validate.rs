@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use super::{Config, ConfigError, err, parse_net};
+use super::{Config, ConfigError, RedisUrl, err, parse_net};
 use crate::topic;
 
 impl Config {
@@ -38,26 +38,16 @@ impl Config {
     fn validate_redis(&self) -> Result<(), ConfigError> {
         let r = &self.redis;
         if let Some(url) = &r.url {
-            let u = url.expose();
-            if !(u.starts_with("redis://") || u.starts_with("rediss://")) {
-                return err(format!(
-                    "redis.url = {:?}: use redis://[user:password@]host[:port][/db], or \
-                     rediss:// for TLS",
-                    url.masked()
-                ));
-            }
-            if let Err(e) = redis::Client::open(u) {
-                return err(format!("redis.url = {:?}: {e}", url.masked()));
-            }
+            check_redis_url("redis.url", url)?;
         } else if !r.ingress.is_empty() {
             return err("[[redis.ingress]] rules need redis.url");
         }
         if let Some(ca) = &r.ca_file {
-            if !r
-                .url
-                .as_ref()
-                .is_some_and(|u| u.expose().starts_with("rediss://"))
-            {
+            let tls = |u: &Option<RedisUrl>| {
+                u.as_ref()
+                    .is_some_and(|u| u.expose().starts_with("rediss://"))
+            };
+            if !tls(&r.url) && !tls(&self.cluster.redis) {
                 return err("redis.ca_file is for a rediss:// url");
             }
             if !ca.is_file() {
@@ -66,6 +56,23 @@ impl Config {
         }
         for rule in &r.ingress {
             rule.compile()?;
+        }
+        let c = &self.cluster;
+        if let Some(url) = &c.redis {
+            check_redis_url("cluster.redis", url)?;
+        }
+        if c.key.is_empty() || c.key.contains(char::is_whitespace) {
+            return err(format!(
+                "cluster.key = {:?}: a non-empty prefix without spaces",
+                c.key
+            ));
+        }
+        if c.max_len < 1000 {
+            return err(format!(
+                "cluster.max_len = {}: at least 1000 (entries the stream keeps for hubs \
+                 catching up)",
+                c.max_len
+            ));
         }
         Ok(())
     }
@@ -285,6 +292,21 @@ fn validate_origin(o: &str) -> Result<(), ConfigError> {
              it, e.g. \"https://app.example.com\" or \"http://localhost:3000\" (no path, no *)"
         ))
     }
+}
+
+/// A URL Redis clients take: `redis://` or `rediss://`.
+fn check_redis_url(key: &str, url: &RedisUrl) -> Result<(), ConfigError> {
+    let u = url.expose();
+    if !(u.starts_with("redis://") || u.starts_with("rediss://")) {
+        return err(format!(
+            "{key} = {:?}: use redis://[user:password@]host[:port][/db], or rediss:// for TLS",
+            url.masked()
+        ));
+    }
+    if let Err(e) = redis::Client::open(u) {
+        return err(format!("{key} = {:?}: {e}", url.masked()));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

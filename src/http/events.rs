@@ -15,7 +15,7 @@ use crate::hub::Hub;
 use crate::stream::StreamRequest;
 
 /// Opens the stream (`GET`) or says whether it would open (`HEAD`).
-pub(super) fn stream(
+pub(super) async fn stream(
     hub: &Hub,
     parts: &Parts,
     peer: SocketAddr,
@@ -29,7 +29,7 @@ pub(super) fn stream(
         hub.check_stream(&caller, req)?;
         Body::Full(None)
     } else {
-        Body::Stream(hub.subscribe(&caller, req)?)
+        Body::Stream(hub.subscribe(&caller, req).await?)
     };
     let mut resp = Response::new(body);
     let h = resp.headers_mut();

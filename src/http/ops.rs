@@ -29,7 +29,7 @@ pub(super) fn health(hub: &Hub) -> Resp {
 }
 
 /// `GET /stats`, `GET /metrics`, `GET /connections`.
-pub(super) fn read(hub: &Hub, parts: &Parts, path: &str) -> Result<Resp, Error> {
+pub(super) async fn read(hub: &Hub, parts: &Parts, path: &str) -> Result<Resp, Error> {
     if !(path == "/metrics" && hub.auth().public_metrics()) {
         admin(parts)?;
     }
@@ -40,14 +40,14 @@ pub(super) fn read(hub: &Hub, parts: &Parts, path: &str) -> Result<Resp, Error> 
             "text/plain; version=0.0.4; charset=utf-8",
             metrics_text(&hub.stats()),
         ),
-        _ => connections(hub),
+        _ => connections(hub).await,
     })
 }
 
 /// `DELETE /connections/{id}`: the stream gets `closed` and ends.
-pub(super) fn close_connection(hub: &Hub, parts: &Parts, id: &str) -> Result<Resp, Error> {
+pub(super) async fn close_connection(hub: &Hub, parts: &Parts, id: &str) -> Result<Resp, Error> {
     admin(parts)?;
-    hub.close_connection(id)?;
+    hub.close_connection(id).await?;
     Ok(no_content())
 }
 
@@ -60,22 +60,8 @@ fn admin(parts: &Parts) -> Result<Caller, Error> {
     }
 }
 
-fn connections(hub: &Hub) -> Resp {
-    let list: Vec<Value> = hub
-        .connections()
-        .into_iter()
-        .map(|c| {
-            json!({
-                "id": c.id,
-                "user": c.user,
-                "ip": c.ip.to_string(),
-                "topics": c.topics,
-                "connected_at": c.connected_at,
-                "queued": c.queued,
-                "transport": c.transport,
-            })
-        })
-        .collect();
+async fn connections(hub: &Hub) -> Resp {
+    let list = hub.all_connections().await;
     json_response(StatusCode::OK, &json!({"connections": list}))
 }
 

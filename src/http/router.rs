@@ -47,11 +47,11 @@ async fn own_routes(
         }
         "/events" => {
             allow(m, &[Method::GET, Method::HEAD], "GET, HEAD")?;
-            events::stream(hub, &parts, peer, None)
+            events::stream(hub, &parts, peer, None).await
         }
         "/ws" => {
             allow(m, &[Method::GET], "GET")?;
-            ws::upgrade(hub, &parts, peer)
+            ws::upgrade(hub, &parts, peer).await
         }
         "/history" => {
             allow(m, &[Method::GET], "GET")?;
@@ -71,7 +71,7 @@ async fn own_routes(
         }
         "/stats" | "/metrics" | "/connections" => {
             allow(m, &[Method::GET], "GET")?;
-            ops::read(hub, &parts, path)
+            ops::read(hub, &parts, path).await
         }
         "/subscribe" | "/unsubscribe" => {
             allow(m, &[Method::POST], "POST")?;
@@ -106,14 +106,14 @@ async fn with_argument(
     if let Some(t) = path.strip_prefix("/events/") {
         allow(m, &[Method::GET, Method::HEAD], "GET, HEAD")?;
         let t = decode_path(t)?;
-        events::stream(hub, &parts, peer, Some(t))
+        events::stream(hub, &parts, peer, Some(t)).await
     } else if let Some(t) = path.strip_prefix("/publish/") {
         allow(m, &[Method::POST], "POST")?;
         let t = decode_path(t)?;
         Box::pin(publish::raw(hub, parts, body, peer, t)).await
     } else if let Some(id) = path.strip_prefix("/connections/") {
         allow(m, &[Method::DELETE], "DELETE")?;
-        ops::close_connection(hub, &parts, id)
+        ops::close_connection(hub, &parts, id).await
     } else {
         let missing = Error::NotFound(format!("no such endpoint: {path}"));
         if !hub.config().ntfy.enabled {

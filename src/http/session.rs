@@ -35,14 +35,16 @@ pub(super) async fn change(
             "{e}; expected {{\"topics\": [...], \"connection_id\"?: \"...\"}}"
         ))
     })?;
-    let topics = hub.change_subscriptions(
-        &caller,
-        SessionChange {
-            topics: change.topics,
-            connection_id: change.connection_id,
-            add,
-        },
-    )?;
+    let topics = hub
+        .change_subscriptions(
+            &caller,
+            SessionChange {
+                topics: change.topics,
+                connection_id: change.connection_id,
+                add,
+            },
+        )
+        .await?;
     Ok(json_response(StatusCode::OK, &json!({"topics": topics})))
 }
 

@@ -64,7 +64,7 @@ impl WsSession {
 }
 
 /// Checks the handshake and opens the connection's subscription; the answer is the `101`.
-pub(super) fn upgrade(hub: &Hub, parts: &Parts, peer: SocketAddr) -> Result<Resp, Error> {
+pub(super) async fn upgrade(hub: &Hub, parts: &Parts, peer: SocketAddr) -> Result<Resp, Error> {
     let key = ws_key(parts)?;
     let caller = super::caller(parts)?;
     let mut req = StreamRequest {
@@ -81,18 +81,18 @@ pub(super) fn upgrade(hub: &Hub, parts: &Parts, peer: SocketAddr) -> Result<Resp
             _ => {}
         }
     }
-    accept(hub, parts, &key, caller, req)
+    accept(hub, parts, &key, caller, req).await
 }
 
 /// The same for a stream another front door asked for (ntfy's `/<topics>/ws`).
-pub(super) fn upgrade_stream(
+pub(super) async fn upgrade_stream(
     hub: &Hub,
     parts: &Parts,
     caller: Caller,
     req: StreamRequest,
 ) -> Result<Resp, Error> {
     let key = ws_key(parts)?;
-    accept(hub, parts, &key, caller, req)
+    accept(hub, parts, &key, caller, req).await
 }
 
 /// `Sec-WebSocket-Key` of an upgrade this connection can take.
@@ -113,7 +113,7 @@ fn ws_key(parts: &Parts) -> Result<String, Error> {
 }
 
 /// The checks that follow the handshake's, the subscription, and the `101`.
-fn accept(
+async fn accept(
     hub: &Hub,
     parts: &Parts,
     key: &str,
@@ -121,7 +121,7 @@ fn accept(
     req: StreamRequest,
 ) -> Result<Resp, Error> {
     check_origin(hub, parts)?;
-    let sub = hub.subscribe(&caller, req)?;
+    let sub = hub.subscribe(&caller, req).await?;
     let (_, opened_since) = sub.opening_cover();
     let session = WsSession {
         sub,

@@ -9,6 +9,7 @@ use crate::shutdown::Shutdown;
 impl Hub {
     /// Starts the background tasks on the current runtime.
     pub fn spawn_maintenance(&self, shutdown: &Shutdown) {
+        self.spawn_follower(shutdown);
         let hb = self.inner.config.stream.heartbeat.0;
         let tick = (hb / 4).clamp(Duration::from_millis(10), Duration::from_secs(1));
         let (hub, stop) = (self.clone(), shutdown.clone());

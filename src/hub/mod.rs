@@ -11,6 +11,7 @@
 //!   connections and stats;
 //! - `maintenance`: the background tasks (heartbeat clock, retention, the log count).
 
+mod cluster;
 mod history;
 mod maintenance;
 mod ops;
@@ -32,6 +33,7 @@ pub(crate) use subscribe::SessionChange;
 
 use crate::auth::Auth;
 use crate::broker::{Broker, BrokerLimits};
+use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::event::Ending;
 use crate::idempotency::Idempotency;
@@ -63,6 +65,8 @@ struct Inner {
     request_seq: AtomicU64,
     /// Outside sources (Redis ingress) and their state.
     sources: sources::Sources,
+    /// With `[cluster]`: the cluster's log this hub publishes through and follows.
+    cluster: Option<cluster::Link>,
 }
 
 /// What `/health` reports.
@@ -78,11 +82,28 @@ pub(crate) enum Health {
 }
 
 impl Hub {
-    /// Opens the store and starts the publisher. `config` must be validated.
-    pub fn open(config: Config) -> anyhow::Result<Hub> {
+    /// Opens the store and starts the publisher. `config` must be validated. With a
+    /// cluster, the hub's log is a copy of the cluster's (SPEC §11.3).
+    pub fn open_in(config: Config, cluster: Option<Cluster>) -> anyhow::Result<Hub> {
         let auth = Auth::new(&config)?;
         let tls = config.tls.as_ref().map(Tls::load).transpose()?;
-        let log: SharedLog = Arc::new(SledLog::open(&config.data_dir, &config.store)?);
+        let (dir, store) = (&config.data_dir, &config.store);
+        let log: SharedLog = match &cluster {
+            Some(c) => Arc::new(SledLog::open_in_cluster(dir, store, c.incarnation())?),
+            None => Arc::new(SledLog::open(dir, store)?),
+        };
+        // A hub of a cluster fans out from the newest event its log holds: the follower
+        // publishes what comes after it.
+        let fanned = if cluster.is_some() {
+            log.written()
+        } else {
+            log.last_seq()
+        };
+        let sources = sources::Sources::default();
+        let cluster = cluster.map(|c| {
+            let status = sources.add(format!("cluster {}", c.url()));
+            cluster::Link::new(c, fanned, status)
+        });
         let limits = &config.limits;
         let broker = Broker::new(
             BrokerLimits {
@@ -95,7 +116,7 @@ impl Hub {
                 single_connection_per_user: limits.single_connection_per_user,
                 session_ttl_ms: config.auth.session_ttl.as_millis(),
             },
-            log.last_seq(),
+            fanned,
         );
         let streams = Streams::new(
             broker.clone(),
@@ -123,7 +144,8 @@ impl Hub {
                 draining: AtomicBool::new(false),
                 request_prefix: crate::random::random_u32(),
                 request_seq: AtomicU64::new(0),
-                sources: sources::Sources::default(),
+                sources,
+                cluster,
             }),
         })
     }

@@ -3,7 +3,10 @@
 
 use std::sync::atomic::Ordering;
 
+use serde_json::{Value, json};
+
 use super::Hub;
+use super::cluster::Control;
 use crate::broker::{BrokerSnapshot, ConnectionInfo};
 use crate::error::Error;
 use crate::event::CloseReason;
@@ -34,14 +37,46 @@ impl Hub {
         self.inner.broker.connections()
     }
 
-    /// Ends one stream with `closed` (`closed_by_admin`).
-    pub fn close_connection(&self, id: &str) -> Result<(), Error> {
+    /// One connection as `/connections` shows it; in a cluster, with the hub it is on.
+    pub(crate) fn connection_json(&self, c: &ConnectionInfo) -> Value {
+        let mut v = json!({
+            "id": c.id,
+            "user": c.user,
+            "ip": c.ip.to_string(),
+            "topics": c.topics,
+            "connected_at": c.connected_at,
+            "queued": c.queued,
+            "transport": c.transport,
+        });
+        if let Some(node) = self.node() {
+            v["hub"] = json!(node);
+        }
+        v
+    }
+
+    /// `/connections`: this hub's open streams, oldest first; in a cluster, then every other
+    /// hub's, as each last published its list (every two seconds).
+    pub async fn all_connections(&self) -> Vec<Value> {
+        let mut list: Vec<Value> = self
+            .connections()
+            .iter()
+            .map(|c| self.connection_json(c))
+            .collect();
+        list.extend(self.other_connections().await);
+        list
+    }
+
+    /// Ends one stream with `closed` (`closed_by_admin`), on whichever hub of a cluster it is.
+    pub async fn close_connection(&self, id: &str) -> Result<(), Error> {
         if self
             .inner
             .broker
             .close_stream(id, CloseReason::ClosedByAdmin)
         {
             Ok(())
+        } else if self.elsewhere(id).await {
+            self.tell_cluster(&Control::Close { id: id.to_string() })
+                .await
         } else {
             Err(Error::NotFound(format!("no open stream has id {id:?}")))
         }

@@ -70,7 +70,11 @@ impl Hub {
         }
         let replayed = fresh.is_empty();
         if !replayed {
-            match self.inner.publisher.publish(fresh, source_of(from)).await {
+            let published = match &self.inner.cluster {
+                Some(link) => self.publish_in_cluster(link, fresh).await,
+                None => self.inner.publisher.publish(fresh, source_of(from)).await,
+            };
+            match published {
                 Ok(published) => {
                     for p in &published {
                         tracing::debug!(id = %p.id, topics = ?p.topics, delivered = p.delivered,

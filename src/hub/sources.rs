@@ -46,21 +46,25 @@ pub(crate) struct SourceSnapshot {
 #[derive(Default)]
 pub(super) struct Sources(Mutex<Vec<Arc<SourceStatus>>>);
 
-impl Hub {
+impl Sources {
     /// Registers a source; it starts down.
-    pub fn add_source(&self, name: String) -> Arc<SourceStatus> {
+    pub fn add(&self, name: String) -> Arc<SourceStatus> {
         let s = Arc::new(SourceStatus {
             name,
             ..SourceStatus::default()
         });
-        let mut all = self
-            .inner
-            .sources
-            .0
+        self.0
             .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        all.push(s.clone());
+            .unwrap_or_else(|e| e.into_inner())
+            .push(s.clone());
         s
+    }
+}
+
+impl Hub {
+    /// Registers a source; it starts down.
+    pub fn add_source(&self, name: String) -> Arc<SourceStatus> {
+        self.inner.sources.add(name)
     }
 
     /// Every source's state, in the order they were added.

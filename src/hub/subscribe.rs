@@ -2,6 +2,7 @@
 //! afterwards, for a user's session or for one stream (SPEC §5.4).
 
 use super::Hub;
+use super::cluster::Control;
 use crate::auth::Caller;
 use crate::error::Error;
 use crate::stream::{StreamRequest, Subscription};
@@ -24,8 +25,20 @@ impl Hub {
         self.inner.streams.check_now(caller, &mut req)
     }
 
-    /// Opens a stream for `caller`.
-    pub fn subscribe(&self, caller: &Caller, req: StreamRequest) -> Result<Subscription, Error> {
+    /// Opens a stream for `caller`. In a cluster, a stream resuming from an id this hub
+    /// has not published yet (the client comes from a hub ahead of it) waits a little for
+    /// this hub to catch up, instead of being told the id is unknown.
+    pub async fn subscribe(
+        &self,
+        caller: &Caller,
+        req: StreamRequest,
+    ) -> Result<Subscription, Error> {
+        if self.inner.cluster.is_some()
+            && let Some(id) = req.last_event_id.as_deref()
+            && let crate::store::Resume::After(seq) = self.inner.log.ids().parse(id)
+        {
+            self.caught_up(seq).await;
+        }
         self.inner.streams.open(caller, req)
     }
 
@@ -59,7 +72,7 @@ impl Hub {
     /// Adds or removes topics: for an authenticated user, in the session all the user's
     /// streams follow; otherwise on the stream named by its connection id. Returns the
     /// resulting topics (the session's, or the stream's).
-    pub fn change_subscriptions(
+    pub async fn change_subscriptions(
         &self,
         caller: &Caller,
         change: SessionChange,
@@ -87,25 +100,47 @@ impl Hub {
                 // one of the user's streams.
                 if let Some(id) = id
                     && broker.stream_owned_by(id, user) != Some(true)
+                    && !self.elsewhere(id).await
                 {
                     return Err(Error::NotFound(format!(
                         "you have no open stream with connection_id {id:?}"
                     )));
                 }
-                if add {
-                    broker.session_subscribe(user, &topics)
+                let now = if add {
+                    broker.session_subscribe(user, &topics)?
                 } else {
-                    Ok(broker.session_unsubscribe(user, &topics))
-                }
+                    broker.session_unsubscribe(user, &topics)
+                };
+                // Every hub of a cluster keeps the user's session.
+                self.tell_cluster(&Control::Session {
+                    user: user.clone(),
+                    topics,
+                    add,
+                })
+                .await?;
+                Ok(now)
             }
             (None, Some(id)) => {
                 if !caller.may_stream() {
                     return Err(Error::Unauthorized("credentials are required".into()));
                 }
-                if add {
+                let here = if add {
                     broker.stream_subscribe(id, &topics)
                 } else {
                     broker.stream_unsubscribe(id, &topics)
+                };
+                match here {
+                    // On another hub of the cluster: that hub applies it.
+                    Err(Error::NotFound(_)) if self.elsewhere(id).await => {
+                        self.tell_cluster(&Control::Stream {
+                            id: id.clone(),
+                            topics: topics.clone(),
+                            add,
+                        })
+                        .await?;
+                        Ok(topics)
+                    }
+                    other => other,
                 }
             }
             (None, None) => Err(if caller.may_stream() {

@@ -38,11 +38,7 @@ pub fn spawn(hub: &Hub, shutdown: &Shutdown) {
     let (Some(url), false) = (&cfg.url, cfg.ingress.is_empty()) else {
         return;
     };
-    if url.expose().starts_with("rediss://") {
-        // Redis's TLS is rustls with the provider the hub uses everywhere.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-    }
-    let client = match client(url.expose(), cfg.ca_file.as_deref()) {
+    let client = match crate::cluster::client(url.expose(), cfg.ca_file.as_deref()) {
         Ok(c) => c,
         Err(e) => {
             tracing::error!(url = %url.masked(), error = %e, "redis ingress cannot start");
@@ -74,19 +70,6 @@ pub fn spawn(hub: &Hub, shutdown: &Shutdown) {
         };
         tokio::spawn(task.run(shutdown.clone()));
     }
-}
-
-/// A client for `url`, trusting the certificates in `ca_file` (PEM) when it is given.
-fn client(url: &str, ca_file: Option<&std::path::Path>) -> Result<redis::Client, String> {
-    let Some(ca) = ca_file else {
-        return redis::Client::open(url).map_err(|e| e.to_string());
-    };
-    let pem = std::fs::read(ca).map_err(|e| format!("cannot read {}: {e}", ca.display()))?;
-    let certs = redis::TlsCertificates {
-        client_tls: None,
-        root_cert: Some(pem),
-    };
-    redis::Client::build_with_tls(url, certs).map_err(|e| e.to_string())
 }
 
 /// Capped exponential backoff with jitter.

@@ -84,7 +84,14 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let addr = config.listen_addr()?;
     let listener = listen(addr).with_context(|| format!("cannot listen on {addr}"))?;
     let local = listener.local_addr()?;
-    let hub = Hub::open(config).context("cannot open the hub")?;
+    let cluster = match &config.cluster.redis {
+        Some(url) => Some(
+            crate::cluster::Cluster::join(&config.cluster, url, config.redis.ca_file.as_deref())
+                .await?,
+        ),
+        None => None,
+    };
+    let hub = Hub::open_in(config, cluster).context("cannot open the hub")?;
     let shutdown = Shutdown::default();
     hub.spawn_maintenance(&shutdown);
     crate::ingress::spawn(&hub, &shutdown);

@@ -36,6 +36,12 @@ pub(crate) trait Log: Send + Sync {
     fn ids(&self) -> Ids;
     /// The highest seq used before this process started; new events continue after it.
     fn last_seq(&self) -> u64;
+    /// The highest seq of an event in the log at open (a hub of a cluster reads the
+    /// cluster's log on from there).
+    fn written(&self) -> u64;
+    /// Events up to `through` are missing and will not come: a client resuming before it
+    /// is told (`reset`, `pruned`), as after retention. Durable at once.
+    fn mark_gap(&self, through: u64) -> Result<(), StoreError>;
     /// Makes sure no seq up to `seq` is given again after a restart, even one that follows
     /// a crash which lost unflushed events. Cheap when `seq` is already reserved: the log
     /// reserves ahead, in blocks, so it writes rarely.

@@ -26,6 +26,11 @@ pub(crate) struct SledLog {
     path: PathBuf,
     pub(super) ids: Ids,
     last_seq: u64,
+    /// The highest seq of an event in the log at open.
+    written: u64,
+    /// Events up to this seq may be missing (a hub of a cluster that fell too far behind):
+    /// a client resuming before it is told (`m gap`).
+    gap: AtomicU64,
     /// No seq up to this one is given again after a restart (`m seq_reserved`, durable).
     reserved: AtomicU64,
     pub(super) retention_events: u64,
@@ -117,6 +122,38 @@ impl Default for Topic {
 impl SledLog {
     /// Opens (or creates) the log under `dir`, upgrading a format 1 directory in place.
     pub fn open(dir: &Path, cfg: &StoreConfig) -> Result<SledLog, StoreError> {
+        Self::open_as(dir, cfg, None)
+    }
+
+    /// Opens the log of a hub in a cluster, whose ids carry the cluster's `incarnation`.
+    /// A log of another incarnation (the hub's own from before it joined, or a cluster's
+    /// whose Redis lost its data) is moved aside to `log-<incarnation>` and an empty one made:
+    /// the cluster's log fills it.
+    pub fn open_in_cluster(
+        dir: &Path,
+        cfg: &StoreConfig,
+        incarnation: u32,
+    ) -> Result<SledLog, StoreError> {
+        let log = Self::open_as(dir, cfg, Some(incarnation))?;
+        let had = log.ids.incarnation;
+        if had == incarnation {
+            return Ok(log);
+        }
+        drop(log);
+        crate::store::wait_released(dir, std::time::Duration::from_secs(5));
+        let aside = dir.join(format!("log-{had:08x}"));
+        tracing::warn!(aside = %aside.display(),
+            "the data directory holds a log of another incarnation than the cluster's: \
+             moved aside, and an empty copy of the cluster's log started");
+        std::fs::rename(dir.join("log"), &aside).map_err(|e| StoreError::Open {
+            path: dir.display().to_string(),
+            reason: format!("cannot move the old log aside: {e}"),
+        })?;
+        Self::open_as(dir, cfg, Some(incarnation))
+    }
+
+    /// Opens the log; a new one gets `incarnation`, or a random one.
+    fn open_as(dir: &Path, cfg: &StoreConfig, new_inc: Option<u32>) -> Result<SledLog, StoreError> {
         let path = dir.join("log");
         let open_err = |reason: String| StoreError::Open {
             path: dir.display().to_string(),
@@ -140,7 +177,7 @@ impl SledLog {
                 }
             })?;
         let ids = Ids {
-            incarnation: incarnation(&db, existed).map_err(|e| match e {
+            incarnation: incarnation(&db, existed, new_inc).map_err(|e| match e {
                 StoreError::Open { reason, .. } => open_err(reason),
                 other => other,
             })?,
@@ -173,11 +210,14 @@ impl SledLog {
                 .unwrap_or(0))
         };
         let last_seq = last_run.max(meta("seq_hw")?).max(meta("seq_reserved")?);
+        let gap = meta("gap")?;
         let log = SledLog {
             db,
             path,
             ids,
             last_seq,
+            written: last_run,
+            gap: AtomicU64::new(gap),
             reserved: AtomicU64::new(last_seq),
             retention_events: cfg.retention_events,
             retention_age_ms: cfg.retention_age.as_millis(),
@@ -295,7 +335,7 @@ impl SledLog {
 }
 
 /// The store's incarnation: read, or made for a new log.
-fn incarnation(db: &sled::Db, existed: bool) -> Result<u32, StoreError> {
+fn incarnation(db: &sled::Db, existed: bool, new_inc: Option<u32>) -> Result<u32, StoreError> {
     match db.get(meta_key("incarnation"))? {
         Some(v) if v.len() == 4 => Ok(u32::from_be_bytes([v[0], v[1], v[2], v[3]])),
         // sled recovers a damaged log by cutting it at the damage: a log that existed but
@@ -307,7 +347,7 @@ fn incarnation(db: &sled::Db, existed: bool) -> Result<u32, StoreError> {
                 .into(),
         }),
         _ => {
-            let mut inc = 0;
+            let mut inc = new_inc.unwrap_or(0);
             while inc == 0 {
                 inc = crate::random::random_u32();
             }
@@ -369,6 +409,20 @@ impl Log for SledLog {
         self.flushes.fetch_add(1, Ordering::Relaxed);
         self.write_reservation(seq + RESERVE_BLOCK)
             .inspect_err(|_| self.mark(false))
+    }
+
+    fn written(&self) -> u64 {
+        self.written
+    }
+
+    fn mark_gap(&self, through: u64) -> Result<(), StoreError> {
+        if through <= self.gap.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        self.db.insert(meta_key("gap"), &through.to_be_bytes())?;
+        self.db.flush()?;
+        self.gap.store(through, Ordering::Relaxed);
+        Ok(())
     }
 
     fn settle(&self, last_used: u64) -> Result<(), StoreError> {
@@ -445,6 +499,9 @@ impl Log for SledLog {
     }
 
     fn pruned_since(&self, sel: &Selector, after: u64) -> Result<bool, StoreError> {
+        if after < self.gap.load(Ordering::Relaxed) {
+            return Ok(true);
+        }
         let st = self.state();
         let cut = |t: &Topic| t.pruned > after;
         if sel.exact.iter().any(|t| st.topics.get(t).is_some_and(cut)) {

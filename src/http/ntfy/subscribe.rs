@@ -90,9 +90,9 @@ pub(super) async fn subscribe(
         filter: ask.filter,
     };
     if wire == Wire::Ws {
-        return crate::http::ws::upgrade_stream(hub, parts, caller, req);
+        return crate::http::ws::upgrade_stream(hub, parts, caller, req).await;
     }
-    let mut resp = Response::new(Body::Stream(hub.subscribe(&caller, req)?));
+    let mut resp = Response::new(Body::Stream(hub.subscribe(&caller, req).await?));
     let h = resp.headers_mut();
     h.insert(CONTENT_TYPE, HeaderValue::from_static(content_type(wire)));
     h.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));

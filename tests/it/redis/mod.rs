@@ -5,6 +5,7 @@
 //! only; `.ci/run` installs it and runs them with `cargo test --test it redis:: --
 //! --ignored`. A missing `redis-server` there fails them: nothing is skipped.
 
+mod cluster;
 mod ingress;
 mod streams;
 
