@@ -25,6 +25,8 @@ use crate::shutdown::Shutdown;
 
 /// Most messages published as one batch.
 const BATCH: usize = 256;
+/// A pub/sub connection quiet this long is pinged.
+const PING_EVERY: Duration = Duration::from_secs(15);
 /// Pub/sub messages waiting for the hub, at most: more are dropped and counted.
 const QUEUE: usize = 16 * BATCH;
 /// How long a batch waits for more messages after its first: a few ms of latency (the
@@ -222,20 +224,35 @@ impl PubSubTask {
 
     /// One connection: subscribe, then publish what arrives, a batch at a time.
     async fn serve(&self, caller: &Caller) -> redis::RedisResult<()> {
-        let (_conn, mut rx) = self.connect().await?;
+        let (mut conn, mut rx) = self.connect().await?;
         connected(&self.status);
         // The connection ends with a `Disconnection` push from the library.
         let messages = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
             .take_while(|p| std::future::ready(p.kind != PushKind::Disconnection))
             .filter_map(|p| std::future::ready(redis::Msg::from_push_info(p)));
         let mut messages = std::pin::pin!(messages);
-        while let Some(first) = messages.next().await {
+        // A quiet connection is asked now and then whether it is still there: a network
+        // path that died silently would otherwise look connected until TCP gives up.
+        let mut ping = tokio::time::interval(PING_EVERY);
+        ping.tick().await;
+        loop {
+            let first = tokio::select! {
+                m = messages.next() => match m {
+                    Some(m) => m,
+                    None => break,
+                },
+                _ = ping.tick() => {
+                    let _: redis::Value = redis::cmd("PING").query_async(&mut conn).await?;
+                    continue;
+                }
+            };
             let (batch, ended) = gather(&mut messages, first).await;
             let events = self.events(&batch);
             publish(&self.hub, caller, &self.status, events).await;
             if ended {
                 break;
             }
+            ping.reset();
         }
         Ok(())
     }
@@ -259,6 +276,7 @@ impl PubSubTask {
         };
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(5)))
+            .set_response_timeout(Some(Duration::from_secs(5)))
             .set_push_sender(sender);
         let mut conn = self
             .client
