@@ -365,7 +365,15 @@ impl Cluster {
         if let Some(last) = ids.last() {
             reader.cursor = last.id.clone();
         }
-        ids.into_iter().map(item_of).collect()
+        // An entry no hub wrote is passed over, not retried forever.
+        Ok(ids
+            .into_iter()
+            .filter_map(|e| {
+                item_of(e)
+                    .inspect_err(|e| tracing::warn!(error = %e, "passed over in the cluster's log"))
+                    .ok()
+            })
+            .collect())
     }
 
     /// The seq of the first event of the oldest entry the stream still holds (trimming
@@ -538,7 +546,9 @@ fn item_of(e: redis::streams::StreamId) -> Result<Item, ClusterError> {
     let recs: Vec<Rec> = text("e")
         .and_then(|b| serde_json::from_str(&b).ok())
         .ok_or_else(bad)?;
-    if recs.is_empty() {
+    let valid =
+        |r: &Rec| !r.t.is_empty() && r.t.iter().all(|t| crate::topic::validate_topic(t).is_ok());
+    if recs.is_empty() || !recs.iter().all(valid) {
         return Err(bad());
     }
     Ok(Item::Events(Entry {
@@ -600,5 +610,45 @@ mod tests {
         );
         assert_eq!(first_seq("42-0"), Some(42));
         assert_eq!(first_seq("x"), None);
+    }
+
+    fn entry(id: &str, fields: &[(&str, &str)]) -> redis::streams::StreamId {
+        redis::streams::StreamId {
+            id: id.into(),
+            map: fields
+                .iter()
+                .map(|(k, v)| ((*k).to_string(), Value::BulkString(v.as_bytes().to_vec())))
+                .collect(),
+            milliseconds_elapsed_from_delivery: None,
+            delivered_count: None,
+        }
+    }
+
+    #[test]
+    fn entries_are_events_or_controls_and_what_no_hub_wrote_is_refused() {
+        let ok = entry(
+            "7-0",
+            &[("t", "5"), ("w", "ab:1"), ("e", r#"[{"t":["a"],"d":"x"}]"#)],
+        );
+        match item_of(ok).unwrap() {
+            Item::Events(e) => {
+                assert_eq!((e.first, e.time_ms, e.writer.as_str()), (7, 5, "ab:1"));
+                assert_eq!(e.events[0].topics, ["a"]);
+                assert!(e.events[0].persist);
+            }
+            other => panic!("{other:?}"),
+        }
+        let c = entry("7-1", &[("c", r#"{"op":"close","id":"x"}"#), ("w", "ab:c")]);
+        assert!(matches!(item_of(c).unwrap(), Item::Control { .. }));
+        for bad in [
+            entry("7-0", &[("t", "5"), ("e", r#"[{"t":["a b"],"d":"x"}]"#)]),
+            entry("7-0", &[("t", "5"), ("e", r#"[{"t":[],"d":"x"}]"#)]),
+            entry("7-0", &[("t", "5"), ("e", "[]")]),
+            entry("7-0", &[("t", "5"), ("e", "not json")]),
+            entry("7-0", &[("e", r#"[{"t":["a"],"d":"x"}]"#)]),
+            entry("x-0", &[("t", "5"), ("e", r#"[{"t":["a"],"d":"x"}]"#)]),
+        ] {
+            assert!(item_of(bad.clone()).is_err(), "{bad:?}");
+        }
     }
 }

@@ -107,6 +107,7 @@ fn stats_json(s: &Stats) -> Value {
             "received": i.received,
             "published": i.published,
             "dropped_too_large": i.too_large,
+            "dropped_overflow": i.overflow,
             "dropped_invalid": i.invalid,
             "duplicates": i.duplicates,
             "outages": i.outages,
@@ -158,7 +159,7 @@ fn ingress_metrics(out: &mut String, sources: &[crate::hub::SourceSnapshot]) {
             "runnel_ingress_dropped_total",
             "counter",
             "messages dropped (too large, not text, no topic)",
-            |s| s.too_large + s.invalid,
+            |s| s.too_large + s.invalid + s.overflow,
         ),
         (
             "runnel_ingress_duplicates_total",

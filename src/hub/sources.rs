@@ -25,6 +25,9 @@ pub(crate) struct SourceStatus {
     pub invalid: AtomicU64,
     /// Redeliveries recognised as already published (streams).
     pub duplicates: AtomicU64,
+    /// Messages dropped: they came faster than the hub publishes and its queue was full
+    /// (pub/sub).
+    pub overflow: AtomicU64,
     /// Times the connection was lost or could not be made.
     pub outages: AtomicU64,
 }
@@ -39,6 +42,7 @@ pub(crate) struct SourceSnapshot {
     pub too_large: u64,
     pub invalid: u64,
     pub duplicates: u64,
+    pub overflow: u64,
     pub outages: u64,
 }
 
@@ -85,6 +89,7 @@ impl Hub {
                 too_large: n(&s.too_large),
                 invalid: n(&s.invalid),
                 duplicates: n(&s.duplicates),
+                overflow: n(&s.overflow),
                 outages: n(&s.outages),
             })
             .collect()

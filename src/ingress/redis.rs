@@ -11,8 +11,10 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use futures_util::{FutureExt as _, StreamExt as _};
-use redis::AsyncConnectionConfig;
+use redis::aio::MultiplexedConnection;
 use redis::streams::StreamReadReply;
+use redis::{AsyncConnectionConfig, PushInfo, PushKind};
+use tokio::sync::mpsc;
 
 use super::{Dropped, Rule};
 use crate::auth::Caller;
@@ -23,6 +25,10 @@ use crate::shutdown::Shutdown;
 
 /// Most messages published as one batch.
 const BATCH: usize = 256;
+/// A pub/sub connection quiet this long is pinged.
+const PING_EVERY: Duration = Duration::from_secs(15);
+/// Pub/sub messages waiting for the hub, at most: more are dropped and counted.
+const QUEUE: usize = 16 * BATCH;
 /// How long a batch waits for more messages after its first: a few ms of latency (the
 /// budget is 20 ms) for far fewer flushes at a steady low rate.
 const LINGER: Duration = Duration::from_millis(5);
@@ -38,9 +44,16 @@ pub fn spawn(hub: &Hub, shutdown: &Shutdown) {
     let (Some(url), false) = (&cfg.url, cfg.ingress.is_empty()) else {
         return;
     };
-    let client = match crate::cluster::client(url.expose(), cfg.ca_file.as_deref()) {
-        Ok(c) => c,
-        Err(e) => {
+    let ca = cfg.ca_file.as_deref();
+    // Pub/sub messages arrive as RESP3 pushes (see `PubSubTask::connect`).
+    let sep = if url.expose().contains('?') { '&' } else { '?' };
+    let resp3 = format!("{}{sep}protocol=resp3", url.expose());
+    let (client, pushes) = match (
+        crate::cluster::client(url.expose(), ca),
+        crate::cluster::client(&resp3, ca),
+    ) {
+        (Ok(c), Ok(p)) => (c, p),
+        (Err(e), _) | (_, Err(e)) => {
             tracing::error!(url = %url.masked(), error = %e, "redis ingress cannot start");
             return;
         }
@@ -54,7 +67,7 @@ pub fn spawn(hub: &Hub, shutdown: &Shutdown) {
         let status = hub.add_source(names.join(", "));
         let task = PubSubTask {
             hub: hub.clone(),
-            client: client.clone(),
+            client: pushes,
             rules: pubsub,
             status,
         };
@@ -211,30 +224,72 @@ impl PubSubTask {
 
     /// One connection: subscribe, then publish what arrives, a batch at a time.
     async fn serve(&self, caller: &Caller) -> redis::RedisResult<()> {
-        let mut ps = self.connect().await?;
+        let (mut conn, mut rx) = self.connect().await?;
         connected(&self.status);
-        let mut messages = ps.on_message();
-        while let Some(first) = messages.next().await {
+        // The connection ends with a `Disconnection` push from the library.
+        let messages = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
+            .take_while(|p| std::future::ready(p.kind != PushKind::Disconnection))
+            .filter_map(|p| std::future::ready(redis::Msg::from_push_info(p)));
+        let mut messages = std::pin::pin!(messages);
+        // A quiet connection is asked now and then whether it is still there: a network
+        // path that died silently would otherwise look connected until TCP gives up.
+        let mut ping = tokio::time::interval(PING_EVERY);
+        ping.tick().await;
+        loop {
+            let first = tokio::select! {
+                m = messages.next() => match m {
+                    Some(m) => m,
+                    None => break,
+                },
+                _ = ping.tick() => {
+                    let _: redis::Value = redis::cmd("PING").query_async(&mut conn).await?;
+                    continue;
+                }
+            };
             let (batch, ended) = gather(&mut messages, first).await;
             let events = self.events(&batch);
             publish(&self.hub, caller, &self.status, events).await;
             if ended {
                 break;
             }
+            ping.reset();
         }
         Ok(())
     }
 
-    async fn connect(&self) -> redis::RedisResult<redis::aio::PubSub> {
-        let mut ps = self.client.get_async_pubsub().await?;
+    /// Subscribes on a RESP3 connection whose messages come through a bounded queue: when
+    /// Redis sends faster than the hub publishes, what does not fit is dropped and counted
+    /// (pub/sub is at most once), instead of held in memory without a bound.
+    async fn connect(
+        &self,
+    ) -> redis::RedisResult<(MultiplexedConnection, mpsc::Receiver<PushInfo>)> {
+        let (tx, rx) = mpsc::channel::<PushInfo>(QUEUE);
+        let status = self.status.clone();
+        // The connection is the queue's only sender: the last place is kept for the
+        // `Disconnection` push, so that the end of the connection always gets through.
+        let sender = move |p: PushInfo| -> Result<(), ()> {
+            if p.kind != PushKind::Disconnection && tx.capacity() <= 1 {
+                status.overflow.fetch_add(1, Ordering::Relaxed);
+                return Ok(());
+            }
+            tx.try_send(p).map_err(|_| ())
+        };
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(5)))
+            .set_response_timeout(Some(Duration::from_secs(5)))
+            .set_push_sender(sender);
+        let mut conn = self
+            .client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await?;
         for r in &self.rules {
             match &r.source {
-                Source::Channel(c) => ps.subscribe(c).await?,
-                Source::Pattern(p) => ps.psubscribe(p.as_str()).await?,
+                Source::Channel(c) => conn.subscribe(c).await?,
+                Source::Pattern(p) => conn.psubscribe(p.as_str()).await?,
                 Source::Stream(_) => {}
             }
         }
-        Ok(ps)
+        Ok((conn, rx))
     }
 
     /// The events some messages become, under every rule each matches.

@@ -5,7 +5,9 @@
 //! - `--rate 0`: throughput. `--publishers` connections each send `--pipeline` PUBLISHes per
 //!   round trip for `--duration` s; no streams. Reports what Redis took (`sent`), what the hub
 //!   published from it (`/stats`: `ingress[0].published`) while it was sent and once it
-//!   caught up (`drain`), the hub's CPU per event and its RSS.
+//!   caught up (`drain`), what it dropped because they came faster than it publishes
+//!   (`dropped_overflow`; `lost` is what is accounted for by neither), its CPU per event and
+//!   its RSS.
 //! - `--rate R`: latency. `--streams` SSE readers on the topics; single PUBLISHes paced at R/s
 //!   over `--publishers` connections (open loop, each stamped as it is sent); receive − send
 //!   percentiles, lost and duplicated events.
@@ -41,6 +43,8 @@ struct Figures {
     events: u64,
     flushes: u64,
     outages: u64,
+    /// `ingress[0].dropped_overflow`: messages that came faster than the hub's queue took.
+    overflow: u64,
 }
 
 async fn figures(server: &Server, opts: &Opts) -> Figures {
@@ -53,6 +57,7 @@ async fn figures(server: &Server, opts: &Opts) -> Figures {
         events: s["events"]["published"].as_u64().unwrap_or(0),
         flushes: s["store"]["flushes"].as_u64().unwrap_or(0),
         outages: ingress["outages"].as_u64().unwrap_or(0),
+        overflow: ingress["dropped_overflow"].as_u64().unwrap_or(0),
     }
 }
 
@@ -166,10 +171,11 @@ async fn throughput(server: &Server, opts: &Opts, redis: &Redis) {
     // Until the hub has published all that Redis took, or 5 s pass without progress.
     let end = Instant::now();
     let (mut now, mut progress) = (during, end);
-    while now.ingress - before.ingress < sent.sent && progress.elapsed() < secs(5.0) {
+    let accounted = |f: &Figures| f.ingress + f.overflow - before.ingress - before.overflow;
+    while accounted(&now) < sent.sent && progress.elapsed() < secs(5.0) {
         tokio::time::sleep(Duration::from_millis(10)).await;
         let f = figures(server, opts).await;
-        if f.ingress != now.ingress {
+        if accounted(&f) != accounted(&now) {
             progress = Instant::now();
         }
         now = f;
@@ -177,10 +183,12 @@ async fn throughput(server: &Server, opts: &Opts, redis: &Redis) {
     let drain = progress.duration_since(end).as_secs_f64();
     let (cpu, split, client) = mark.since(server);
     let events = now.ingress - before.ingress;
+    let overflow = now.overflow - before.overflow;
     let per_event = |x: f64| x / events.max(1) as f64;
     println!(
         "redis-ingress rate=0 connections={} pipeline={} channels={channels} payload={}B \
-         sent={} sent/s={:.0} failed={} unheard={} events={events} lost={} dup={} \
+         sent={} sent/s={:.0} failed={} unheard={} events={events} \
+         dropped_overflow={overflow} lost={} dup={} \
          events/s={:.0} drain={:.0}ms events/s_with_drain={:.0} hub_events={} \
          flushes_per_event={:.4} written_per_event={} outages={} server_cpu={}s{split} \
          cpu/event={} {} redis_cpu={} client_cpu={client} pipeline_p99={:.1}ms",
@@ -191,7 +199,7 @@ async fn throughput(server: &Server, opts: &Opts, redis: &Redis) {
         sent.sent as f64 / elapsed,
         sent.failed,
         sent.unheard,
-        sent.sent.saturating_sub(events),
+        sent.sent.saturating_sub(events + overflow),
         events.saturating_sub(sent.sent),
         (during.ingress - before.ingress) as f64 / elapsed,
         drain * 1000.0,

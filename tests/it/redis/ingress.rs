@@ -301,3 +301,34 @@ async fn refused(hub: &TestHub) {
         (200, serde_json::json!("degraded"))
     );
 }
+
+#[tokio::test]
+#[ignore = "needs redis-server: .ci/run runs it"]
+async fn a_pub_sub_connection_that_stops_answering_is_noticed_and_made_again() {
+    let redis = Redis::start();
+    let hub = TestHub::start_with(|c| {
+        with_rules(
+            c,
+            &redis,
+            vec![rule(|r| {
+                r.channel = Some("alerts".into());
+                r.topic = Some("alerts".into());
+            })],
+        )
+    })
+    .await;
+    connected(hub.addr).await;
+    // Redis stops answering without closing anything, as a dead network path would look.
+    assert_eq!(redis.cli(&["CLIENT", "PAUSE", "25000", "ALL"]), "OK");
+    let noticed = eventually(Duration::from_secs(24), async || {
+        ingress_stats(hub.addr).await[0]["outages"].as_u64() >= Some(1)
+    })
+    .await;
+    assert!(noticed, "{:?}", ingress_stats(hub.addr).await);
+    assert_eq!(redis.cli(&["CLIENT", "UNPAUSE"]), "OK");
+    connected(hub.addr).await;
+    let mut s = hub.sse("/events/alerts").await;
+    s.connected().await;
+    redis.cli(&["PUBLISH", "alerts", "again"]);
+    assert_eq!(s.next().await.data, "again");
+}
