@@ -91,6 +91,10 @@ struct Opts {
     /// cluster: hubs in the cluster phase.
     #[arg(long, default_value_t = 2)]
     hubs: usize,
+    /// cluster: rounds of both phases (the cluster first every other round); the budget is
+    /// judged on the median p99s.
+    #[arg(long, default_value_t = 1)]
+    rounds: usize,
     /// cluster: run only this phase (single: one hub without a cluster; cluster: --hubs hubs
     /// on one Redis).
     #[arg(long, value_enum, default_value_t = ClusterPhase::Both)]
