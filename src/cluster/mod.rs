@@ -186,13 +186,7 @@ impl Cluster {
         if let Some(c) = held.as_ref() {
             return Ok(c.clone());
         }
-        let config = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(CONNECT_TIMEOUT))
-            .set_response_timeout(Some(RESPONSE_TIMEOUT));
-        let c = self
-            .client
-            .get_multiplexed_async_connection_with_config(&config)
-            .await?;
+        let c = connect(&self.client, RESPONSE_TIMEOUT).await?;
         *held = Some(c.clone());
         Ok(c)
     }
@@ -232,18 +226,23 @@ impl Cluster {
                 self.set_failing(None);
                 Ok(first)
             }
-            Err(e) if e.code() == Some("RUNNEL_INCARNATION") => {
-                self.set_failing(Some(ClusterError::Incarnation.to_string()));
-                Err(ClusterError::Incarnation)
-            }
             Err(e) => {
-                if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() {
-                    self.forget_conn().await;
-                }
+                let e = self.failed(e).await;
                 self.set_failing(Some(e.to_string()));
-                Err(e.into())
+                Err(e)
             }
         }
+    }
+
+    /// What a script's error means; a connection that broke is made again next time.
+    async fn failed(&self, e: redis::RedisError) -> ClusterError {
+        if e.code() == Some("RUNNEL_INCARNATION") {
+            return ClusterError::Incarnation;
+        }
+        if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() {
+            self.forget_conn().await;
+        }
+        e.into()
     }
 
     /// Appends a control entry (`body`, JSON) that every hub reads after the events
@@ -263,13 +262,7 @@ impl Cluster {
             .await;
         match r {
             Ok(_) => Ok(()),
-            Err(e) if e.code() == Some("RUNNEL_INCARNATION") => Err(ClusterError::Incarnation),
-            Err(e) => {
-                if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() {
-                    self.forget_conn().await;
-                }
-                Err(e.into())
-            }
+            Err(e) => Err(self.failed(e).await),
         }
     }
 
@@ -278,13 +271,7 @@ impl Cluster {
     pub async fn reader(&self, after: u64) -> Result<Reader, ClusterError> {
         // A read blocks for at most `block` (see `read`): an answer this late means the
         // connection is dead without having said so.
-        let config = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(CONNECT_TIMEOUT))
-            .set_response_timeout(Some(READER_TIMEOUT));
-        let conn = self
-            .client
-            .get_multiplexed_async_connection_with_config(&config)
-            .await?;
+        let conn = connect(&self.client, READER_TIMEOUT).await?;
         // Entries of events are `<first seq>-0`, control entries `<seq>-<n>` (n ≥ 0, after
         // an entry of several events): read from just before `<after>-0`, and skip the
         // events already held.
@@ -416,14 +403,22 @@ pub struct Reader {
     cursor: String,
 }
 
-/// The incarnation Redis holds, made from a random one if there is none.
-async fn incarnation_of(client: &redis::Client, keys: &Keys) -> Result<u32, ClusterError> {
+/// A connection whose commands fail after `response_timeout` without an answer.
+async fn connect(
+    client: &redis::Client,
+    response_timeout: Duration,
+) -> redis::RedisResult<MultiplexedConnection> {
     let config = AsyncConnectionConfig::new()
         .set_connection_timeout(Some(CONNECT_TIMEOUT))
-        .set_response_timeout(Some(RESPONSE_TIMEOUT));
-    let mut conn = client
+        .set_response_timeout(Some(response_timeout));
+    client
         .get_multiplexed_async_connection_with_config(&config)
-        .await?;
+        .await
+}
+
+/// The incarnation Redis holds, made from a random one if there is none.
+async fn incarnation_of(client: &redis::Client, keys: &Keys) -> Result<u32, ClusterError> {
+    let mut conn = connect(client, RESPONSE_TIMEOUT).await?;
     let mut proposed = 0;
     while proposed == 0 {
         proposed = crate::random::random_u32();
