@@ -17,12 +17,16 @@
 use std::sync::Mutex;
 use std::time::Duration;
 
+use redis::AsyncConnectionConfig;
 use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, Value};
-use serde::{Deserialize, Serialize};
 
 use crate::config::{ClusterConfig, RedisUrl};
-use crate::event::{NewEvent, Origin};
+
+mod record;
+
+use crate::event::NewEvent;
+pub use record::Item;
+use record::{Rec, first_seq, item_of, rec_of};
 
 /// How long a publish waits for Redis before it is refused.
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -83,50 +87,6 @@ struct Keys {
     conn_prefix: String,
     /// The set of hubs that published a connection list.
     hubs: String,
-}
-
-/// What the cluster's log holds: publishes, and changes every hub applies.
-#[derive(Debug, Clone)]
-pub enum Item {
-    Events(Entry),
-    /// A control entry: its writer and its JSON body.
-    Control {
-        writer: String,
-        body: String,
-    },
-}
-
-/// One publish read back from the cluster's log.
-#[derive(Debug, Clone)]
-pub struct Entry {
-    /// The seq of its first event; the others follow.
-    pub first: u64,
-    pub time_ms: u64,
-    /// `<node>:<n>`: the hub that appended it and which of its publishes it was.
-    pub writer: String,
-    pub events: Vec<NewEvent>,
-}
-
-/// An event as the cluster's log stores it.
-#[derive(Serialize, Deserialize)]
-struct Rec {
-    t: Vec<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    e: Option<String>,
-    d: String,
-    #[serde(default, skip_serializing_if = "is_false")]
-    j: bool,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    r: Option<u64>,
-    /// Live only (not written to the hubs' logs).
-    #[serde(default, skip_serializing_if = "is_false")]
-    l: bool,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    o: Option<(String, String)>,
-}
-
-fn is_false(b: &bool) -> bool {
-    !*b
 }
 
 /// Why Redis did not take or give what was asked.
@@ -226,13 +186,7 @@ impl Cluster {
         if let Some(c) = held.as_ref() {
             return Ok(c.clone());
         }
-        let config = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(CONNECT_TIMEOUT))
-            .set_response_timeout(Some(RESPONSE_TIMEOUT));
-        let c = self
-            .client
-            .get_multiplexed_async_connection_with_config(&config)
-            .await?;
+        let c = connect(&self.client, RESPONSE_TIMEOUT).await?;
         *held = Some(c.clone());
         Ok(c)
     }
@@ -272,18 +226,23 @@ impl Cluster {
                 self.set_failing(None);
                 Ok(first)
             }
-            Err(e) if e.code() == Some("RUNNEL_INCARNATION") => {
-                self.set_failing(Some(ClusterError::Incarnation.to_string()));
-                Err(ClusterError::Incarnation)
-            }
             Err(e) => {
-                if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() {
-                    self.forget_conn().await;
-                }
+                let e = self.failed(e).await;
                 self.set_failing(Some(e.to_string()));
-                Err(e.into())
+                Err(e)
             }
         }
+    }
+
+    /// What a script's error means; a connection that broke is made again next time.
+    async fn failed(&self, e: redis::RedisError) -> ClusterError {
+        if e.code() == Some("RUNNEL_INCARNATION") {
+            return ClusterError::Incarnation;
+        }
+        if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() {
+            self.forget_conn().await;
+        }
+        e.into()
     }
 
     /// Appends a control entry (`body`, JSON) that every hub reads after the events
@@ -303,13 +262,7 @@ impl Cluster {
             .await;
         match r {
             Ok(_) => Ok(()),
-            Err(e) if e.code() == Some("RUNNEL_INCARNATION") => Err(ClusterError::Incarnation),
-            Err(e) => {
-                if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() {
-                    self.forget_conn().await;
-                }
-                Err(e.into())
-            }
+            Err(e) => Err(self.failed(e).await),
         }
     }
 
@@ -318,13 +271,7 @@ impl Cluster {
     pub async fn reader(&self, after: u64) -> Result<Reader, ClusterError> {
         // A read blocks for at most `block` (see `read`): an answer this late means the
         // connection is dead without having said so.
-        let config = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(CONNECT_TIMEOUT))
-            .set_response_timeout(Some(READER_TIMEOUT));
-        let conn = self
-            .client
-            .get_multiplexed_async_connection_with_config(&config)
-            .await?;
+        let conn = connect(&self.client, READER_TIMEOUT).await?;
         // Entries of events are `<first seq>-0`, control entries `<seq>-<n>` (n ≥ 0, after
         // an entry of several events): read from just before `<after>-0`, and skip the
         // events already held.
@@ -456,14 +403,22 @@ pub struct Reader {
     cursor: String,
 }
 
-/// The incarnation Redis holds, made from a random one if there is none.
-async fn incarnation_of(client: &redis::Client, keys: &Keys) -> Result<u32, ClusterError> {
+/// A connection whose commands fail after `response_timeout` without an answer.
+async fn connect(
+    client: &redis::Client,
+    response_timeout: Duration,
+) -> redis::RedisResult<MultiplexedConnection> {
     let config = AsyncConnectionConfig::new()
         .set_connection_timeout(Some(CONNECT_TIMEOUT))
-        .set_response_timeout(Some(RESPONSE_TIMEOUT));
-    let mut conn = client
+        .set_response_timeout(Some(response_timeout));
+    client
         .get_multiplexed_async_connection_with_config(&config)
-        .await?;
+        .await
+}
+
+/// The incarnation Redis holds, made from a random one if there is none.
+async fn incarnation_of(client: &redis::Client, keys: &Keys) -> Result<u32, ClusterError> {
+    let mut conn = connect(client, RESPONSE_TIMEOUT).await?;
     let mut proposed = 0;
     while proposed == 0 {
         proposed = crate::random::random_u32();
@@ -493,72 +448,6 @@ async fn incarnation_on(
         .ok_or(ClusterError::Incarnation)
 }
 
-fn rec_of(e: &NewEvent) -> Rec {
-    Rec {
-        t: e.topics.clone(),
-        e: e.event.clone(),
-        d: e.data.clone(),
-        j: e.json,
-        r: e.retry,
-        l: !e.persist,
-        o: e.origin
-            .as_ref()
-            .map(|o| (o.source.clone(), o.position.clone())),
-    }
-}
-
-fn event_of(r: Rec) -> NewEvent {
-    NewEvent {
-        topics: r.t,
-        event: r.e,
-        data: r.d,
-        json: r.j,
-        retry: r.r,
-        persist: !r.l,
-        idempotency_key: None,
-        origin: r.o.map(|(source, position)| Origin { source, position }),
-    }
-}
-
-/// `<seq>-0` → seq.
-fn first_seq(id: &str) -> Option<u64> {
-    id.split_once('-')?.0.parse().ok()
-}
-
-fn item_of(e: redis::streams::StreamId) -> Result<Item, ClusterError> {
-    let bad = || ClusterError::Malformed(e.id.clone());
-    let text = |k: &str| -> Option<String> {
-        match e.map.get(k)? {
-            Value::BulkString(b) => String::from_utf8(b.clone()).ok(),
-            Value::SimpleString(s) => Some(s.clone()),
-            _ => None,
-        }
-    };
-    if let Some(body) = text("c") {
-        return Ok(Item::Control {
-            writer: text("w").unwrap_or_default(),
-            body,
-        });
-    }
-    let first = first_seq(&e.id).ok_or_else(bad)?;
-    let time_ms = text("t").and_then(|t| t.parse().ok()).ok_or_else(bad)?;
-    let writer = text("w").unwrap_or_default();
-    let recs: Vec<Rec> = text("e")
-        .and_then(|b| serde_json::from_str(&b).ok())
-        .ok_or_else(bad)?;
-    let valid =
-        |r: &Rec| !r.t.is_empty() && r.t.iter().all(|t| crate::topic::validate_topic(t).is_ok());
-    if recs.is_empty() || !recs.iter().all(valid) {
-        return Err(bad());
-    }
-    Ok(Item::Events(Entry {
-        first,
-        time_ms,
-        writer,
-        events: recs.into_iter().map(event_of).collect(),
-    }))
-}
-
 /// A Redis client for `url`, trusting the certificates in `ca_file` (PEM) when it is given
 /// (the cluster's and the ingress's).
 pub(crate) fn client(
@@ -578,77 +467,4 @@ pub(crate) fn client(
         root_cert: Some(pem),
     };
     redis::Client::build_with_tls(url, certs).map_err(|e| e.to_string())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn events_survive_the_record_both_ways() {
-        let e = NewEvent {
-            topics: vec!["a".into(), "user/x".into()],
-            event: Some("t".into()),
-            data: "{\"k\":1}".into(),
-            json: true,
-            retry: Some(5),
-            persist: false,
-            idempotency_key: Some("dropped".into()),
-            origin: Some(Origin {
-                source: "redis-stream:s".into(),
-                position: "1-0".into(),
-            }),
-        };
-        let back =
-            event_of(serde_json::from_str(&serde_json::to_string(&rec_of(&e)).unwrap()).unwrap());
-        assert_eq!(
-            back,
-            NewEvent {
-                idempotency_key: None,
-                ..e
-            }
-        );
-        assert_eq!(first_seq("42-0"), Some(42));
-        assert_eq!(first_seq("x"), None);
-    }
-
-    fn entry(id: &str, fields: &[(&str, &str)]) -> redis::streams::StreamId {
-        redis::streams::StreamId {
-            id: id.into(),
-            map: fields
-                .iter()
-                .map(|(k, v)| ((*k).to_string(), Value::BulkString(v.as_bytes().to_vec())))
-                .collect(),
-            milliseconds_elapsed_from_delivery: None,
-            delivered_count: None,
-        }
-    }
-
-    #[test]
-    fn entries_are_events_or_controls_and_what_no_hub_wrote_is_refused() {
-        let ok = entry(
-            "7-0",
-            &[("t", "5"), ("w", "ab:1"), ("e", r#"[{"t":["a"],"d":"x"}]"#)],
-        );
-        match item_of(ok).unwrap() {
-            Item::Events(e) => {
-                assert_eq!((e.first, e.time_ms, e.writer.as_str()), (7, 5, "ab:1"));
-                assert_eq!(e.events[0].topics, ["a"]);
-                assert!(e.events[0].persist);
-            }
-            other => panic!("{other:?}"),
-        }
-        let c = entry("7-1", &[("c", r#"{"op":"close","id":"x"}"#), ("w", "ab:c")]);
-        assert!(matches!(item_of(c).unwrap(), Item::Control { .. }));
-        for bad in [
-            entry("7-0", &[("t", "5"), ("e", r#"[{"t":["a b"],"d":"x"}]"#)]),
-            entry("7-0", &[("t", "5"), ("e", r#"[{"t":[],"d":"x"}]"#)]),
-            entry("7-0", &[("t", "5"), ("e", "[]")]),
-            entry("7-0", &[("t", "5"), ("e", "not json")]),
-            entry("7-0", &[("e", r#"[{"t":["a"],"d":"x"}]"#)]),
-            entry("x-0", &[("t", "5"), ("e", r#"[{"t":["a"],"d":"x"}]"#)]),
-        ] {
-            assert!(item_of(bad.clone()).is_err(), "{bad:?}");
-        }
-    }
 }

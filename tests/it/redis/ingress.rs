@@ -119,18 +119,7 @@ async fn what_cannot_be_an_event_is_dropped_and_counted() {
 #[ignore = "needs redis-server: .ci/run runs it"]
 async fn the_hub_serves_on_while_redis_restarts_and_then_reads_again() {
     let mut redis = Redis::start();
-    let hub = TestHub::start_with(|c| {
-        with_rules(
-            c,
-            &redis,
-            vec![rule(|r| {
-                r.channel = Some("alerts".into());
-                r.topic = Some("alerts".into());
-            })],
-        )
-    })
-    .await;
-    connected(hub.addr).await;
+    let hub = alerts_hub(&redis).await;
     let mut s = hub.sse("/events/alerts").await;
     s.connected().await;
     redis.cli(&["PUBLISH", "alerts", "before"]);
@@ -306,18 +295,7 @@ async fn refused(hub: &TestHub) {
 #[ignore = "needs redis-server: .ci/run runs it"]
 async fn a_pub_sub_connection_that_stops_answering_is_noticed_and_made_again() {
     let redis = Redis::start();
-    let hub = TestHub::start_with(|c| {
-        with_rules(
-            c,
-            &redis,
-            vec![rule(|r| {
-                r.channel = Some("alerts".into());
-                r.topic = Some("alerts".into());
-            })],
-        )
-    })
-    .await;
-    connected(hub.addr).await;
+    let hub = alerts_hub(&redis).await;
     // Redis stops answering without closing anything, as a dead network path would look.
     assert_eq!(redis.cli(&["CLIENT", "PAUSE", "25000", "ALL"]), "OK");
     let noticed = eventually(Duration::from_secs(24), async || {
@@ -331,4 +309,21 @@ async fn a_pub_sub_connection_that_stops_answering_is_noticed_and_made_again() {
     s.connected().await;
     redis.cli(&["PUBLISH", "alerts", "again"]);
     assert_eq!(s.next().await.data, "again");
+}
+
+/// A hub with one rule, channel `alerts` → topic `alerts`, connected.
+async fn alerts_hub(redis: &Redis) -> TestHub {
+    let hub = TestHub::start_with(|c| {
+        with_rules(
+            c,
+            redis,
+            vec![rule(|r| {
+                r.channel = Some("alerts".into());
+                r.topic = Some("alerts".into());
+            })],
+        )
+    })
+    .await;
+    connected(hub.addr).await;
+    hub
 }
