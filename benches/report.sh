@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Runs every scenario behind the table in docs/BENCHMARKS.md against a fresh release build
 # of this checkout (each scenario starts its own hub on 127.0.0.1 with an empty data dir).
-# Takes about ten minutes on a 2-core VM; every line it prints is one result. The Redis ingress
-# rows need redis-server.
+# Takes about ten minutes on a 2-core VM; every line it prints is one result. The Redis rows
+# (ingress, cluster) need redis-server.
 #   benches/report.sh            # all of it
 #   benches/report.sh quick      # the budget rows only
 set -euo pipefail
@@ -34,10 +34,13 @@ run publish --publishers 32 --duration 10 --env RUNNEL_STORE_SYNC=always
 run publish --publishers 32 --duration 10 --batch 100
 run startup --events 100000
 
-# Redis ingress: the generator starts a redis-server of its own (Debian's redis-server package).
+# Redis ingress and several hubs: the generator starts a redis-server of its own (Debian's
+# redis-server package).
 if command -v redis-server >/dev/null 2>&1; then
   run redis-ingress --rate 0 --duration 10
   run redis-ingress --rate 1000 --streams 10 --duration 10
+  # SPEC §11.3: one hub, then two hubs on one Redis, in the same run (three lines).
+  run cluster --streams 1000 --rate 100 --duration 20 --client-threads 2
 else
-  echo "redis-ingress: skipped (no redis-server)"
+  echo "redis-ingress, cluster: skipped (no redis-server)"
 fi

@@ -9,13 +9,14 @@
 //! Every scenario prints one line of results.
 //!
 //! Scenarios: idle, fanout, many-topics, publish, reconnect, startup, redis-ingress (Redis
-//! pub/sub messages into the hub's events; it starts a `redis-server` of its own). See
-//! docs/BENCHMARKS.md.
+//! pub/sub messages into the hub's events; it starts a `redis-server` of its own), cluster
+//! (one hub, then two hubs sharing that Redis: latency, loss and order against SPEC §11.3's
+//! budget). See docs/BENCHMARKS.md.
 //!
 //! Files: `server.rs` (the hub, spawned or given, and its /proc readings), `client.rs`
 //! (dialing, TLS), `publisher.rs` (publishing), `sse.rs` (stream readers), `stats.rs`
 //! (tallies, percentiles), `clock.rs` (send times), `redis_server.rs` (Redis for
-//! redis-ingress), and `scenarios/`, one file each.
+//! redis-ingress and cluster), and `scenarios/`, one file each.
 
 mod client;
 mod clock;
@@ -26,7 +27,8 @@ mod server;
 mod sse;
 mod stats;
 
-use clap::{Parser, ValueEnum};
+use clap::parser::ValueSource;
+use clap::{CommandFactory, FromArgMatches, Parser, ValueEnum};
 
 use server::Server;
 
@@ -52,7 +54,7 @@ struct Opts {
     #[arg(long, default_value_t = 1000)]
     streams: usize,
     /// Events per second (fanout, many-topics: in total; redis-ingress: PUBLISHes per
-    /// second in total, 0 for as many as Redis takes).
+    /// second in total, 0 for as many as Redis takes; cluster: 100 unless given).
     #[arg(long, default_value_t = 10.0)]
     rate: f64,
     /// Seconds of publishing.
@@ -86,6 +88,17 @@ struct Opts {
     /// hub must read `bench:*` into `bench/{1}` from it).
     #[arg(long, value_name = "URL")]
     redis_url: Option<String>,
+    /// cluster: hubs in the cluster phase.
+    #[arg(long, default_value_t = 2)]
+    hubs: usize,
+    /// cluster: rounds of both phases (the cluster first every other round); the budget is
+    /// judged on the median p99s.
+    #[arg(long, default_value_t = 1)]
+    rounds: usize,
+    /// cluster: run only this phase (single: one hub without a cluster; cluster: --hubs hubs
+    /// on one Redis).
+    #[arg(long, value_enum, default_value_t = ClusterPhase::Both)]
+    phase: ClusterPhase,
     /// Events the reconnecting clients are behind (reconnect scenario).
     #[arg(long, default_value_t = 100)]
     behind: usize,
@@ -134,12 +147,26 @@ enum Scenario {
     Reconnect,
     Startup,
     RedisIngress,
+    Cluster,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+enum ClusterPhase {
+    Both,
+    Single,
+    Cluster,
 }
 
 fn main() {
     // `cargo bench` passes `--bench`; drop it.
     let args: Vec<String> = std::env::args().filter(|a| a != "--bench").collect();
-    let mut opts = Opts::parse_from(args);
+    let matches = Opts::command().get_matches_from(args);
+    let mut opts = Opts::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    if opts.scenario == Scenario::Cluster
+        && matches.value_source("rate") == Some(ValueSource::DefaultValue)
+    {
+        opts.rate = 100.0;
+    }
     if opts.ws && opts.sub_path == "/events?topic={topic}" {
         opts.sub_path = "/ws?topic={topic}".into();
     }
@@ -147,6 +174,12 @@ fn main() {
     clock::epoch();
     if opts.scenario == Scenario::Startup {
         scenarios::startup::startup(&opts);
+        return;
+    }
+    if opts.scenario == Scenario::Cluster {
+        // It starts its hubs itself, two sets of them, after its Redis.
+        let redis = redis_server::Redis::start(&opts);
+        runtime(&opts).block_on(scenarios::cluster::cluster(&opts, &redis));
         return;
     }
     // redis-ingress: Redis first, so that the hub's configuration can name it.
@@ -157,12 +190,7 @@ fn main() {
     } else {
         Server::given(&opts)
     };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(opts.client_threads.max(1))
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
+    runtime(&opts).block_on(async {
         match opts.scenario {
             Scenario::Idle => scenarios::idle::idle(&server, &opts).await,
             Scenario::Fanout => scenarios::fanout::fanout(&server, &opts, false).await,
@@ -173,9 +201,18 @@ fn main() {
                 let redis = redis.as_ref().unwrap();
                 scenarios::redis_ingress::redis_ingress(&server, &opts, redis).await;
             }
-            Scenario::Startup => unreachable!(),
+            Scenario::Startup | Scenario::Cluster => unreachable!(),
         }
     });
     drop(server);
     drop(redis);
+}
+
+/// The readers' runtime: `--client-threads` workers.
+fn runtime(opts: &Opts) -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(opts.client_threads.max(1))
+        .enable_all()
+        .build()
+        .unwrap()
 }

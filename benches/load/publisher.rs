@@ -109,10 +109,12 @@ impl Publisher {
     }
 }
 
-/// Publishes `total` events at `rate` over `conns` connections to topics from `topic_of`.
-/// Returns (published, failed, publish latencies in µs).
+/// Publishes `total` events at `rate` over `--publishers` connections to topics from
+/// `topic_of`, to the hubs at `addrs` in turn: event `seq` goes to `addrs[seq % len]` (each
+/// publisher holds a connection to every hub). Returns (published, failed, publish latencies
+/// in µs).
 pub async fn publish_at_rate(
-    addr: SocketAddr,
+    addrs: &[SocketAddr],
     opts: &Opts,
     total: u64,
     rate: f64,
@@ -126,9 +128,12 @@ pub async fn publish_at_rate(
     for _ in 0..opts.publishers.max(1) {
         let (next, failed, lats, topic_of) =
             (next.clone(), failed.clone(), lats.clone(), topic_of.clone());
-        let o = opts.clone();
+        let (o, addrs) = (opts.clone(), addrs.to_vec());
         tasks.push(tokio::spawn(async move {
-            let mut p = Publisher::connect(addr).await;
+            let mut conns = Vec::with_capacity(addrs.len());
+            for addr in addrs {
+                conns.push(Publisher::connect(addr).await);
+            }
             let mut mine = Vec::new();
             loop {
                 let seq = next.fetch_add(1, Ordering::Relaxed);
@@ -143,6 +148,8 @@ pub async fn publish_at_rate(
                 let data = data_for(seq, o.payload);
                 let path = expand(&o.pub_path, &topic, "");
                 let body = expand(&o.pub_body, &topic, &data);
+                let hub = (seq % conns.len() as u64) as usize;
+                let p = &mut conns[hub];
                 let t = Instant::now();
                 let (status, _) = p
                     .post(&o, &path, &o.pub_content_type, body.as_bytes())

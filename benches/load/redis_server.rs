@@ -1,6 +1,7 @@
-//! Redis for the redis-ingress scenario: a `redis-server` of the generator's own (a free port
-//! of 127.0.0.1, a temporary directory, no snapshots, no append-only file), or the one
-//! `--redis-url` names; and the hub's configuration file that reads from it.
+//! Redis for the redis-ingress and cluster scenarios: a `redis-server` of the generator's own
+//! (a free port of 127.0.0.1, a temporary directory, no snapshots, no append-only file), or
+//! the one `--redis-url` names; and, for redis-ingress, the hub's configuration file that reads
+//! from it.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -18,22 +19,16 @@ pub struct Redis {
     pub url: String,
     child: Option<Child>,
     /// Holds the hub's configuration file (and the server's working directory).
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 impl Redis {
     /// Starts a `redis-server` unless `--redis-url` gives one, writes the hub's configuration
     /// and adds it to the spawned hub's environment (`RUNNEL_CONFIG`).
     pub fn prepare(opts: &mut Opts) -> Redis {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let (url, child) = match &opts.redis_url {
-            Some(u) => (u.clone(), None),
-            None => {
-                let (port, child) = start(dir.path());
-                (format!("redis://127.0.0.1:{port}/0"), Some(child))
-            }
-        };
-        let config = dir.path().join("runnel.toml");
+        let redis = Redis::start(opts);
+        let url = &redis.url;
+        let config = redis.dir.path().join("runnel.toml");
         std::fs::write(
             &config,
             format!(
@@ -44,11 +39,20 @@ impl Redis {
         .expect("write the hub's configuration");
         opts.env
             .insert(0, format!("RUNNEL_CONFIG={}", config.display()));
-        Redis {
-            url,
-            child,
-            _dir: dir,
-        }
+        redis
+    }
+
+    /// Starts a `redis-server` unless `--redis-url` gives one; configures no hub.
+    pub fn start(opts: &Opts) -> Redis {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (url, child) = match &opts.redis_url {
+            Some(u) => (u.clone(), None),
+            None => {
+                let (port, child) = start(dir.path());
+                (format!("redis://127.0.0.1:{port}/0"), Some(child))
+            }
+        };
+        Redis { url, child, dir }
     }
 
     /// The server's user + system CPU seconds (ours only).

@@ -26,8 +26,10 @@ impl Server {
             .arg("--data")
             .arg(dir.path())
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
+            .stdout(Stdio::null());
+        // What the hub says (warnings and worse) goes to a file, for when it fails to start.
+        let stderr = dir.path().join(STDERR);
+        cmd.stderr(std::fs::File::create(&stderr).expect("the hub's stderr file"));
         for (k, _) in std::env::vars() {
             if k.starts_with("RUNNEL_") {
                 cmd.env_remove(k);
@@ -50,13 +52,20 @@ impl Server {
                 .env("RUNNEL_TLS_KEY", &key);
             use_tls(made.cert_pem.as_bytes());
         }
-        let child = cmd.spawn().expect("start runnel");
+        let mut child = cmd.spawn().expect("start runnel");
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
         let start = Instant::now();
         while std::net::TcpStream::connect(addr).is_err() {
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!(
+                    "runnel exited ({status}) before listening: {}",
+                    tail(&stderr)
+                );
+            }
             assert!(
                 start.elapsed() < Duration::from_secs(30),
-                "runnel did not start"
+                "runnel did not start: {}",
+                tail(&stderr)
             );
             std::thread::sleep(Duration::from_millis(5));
         }
@@ -99,6 +108,12 @@ impl Server {
             let _ = c.wait();
         }
         self.dir.take()
+    }
+
+    /// The end of what the spawned hub wrote to stderr (its warnings and errors), if any.
+    pub fn stderr_tail(&self) -> Option<String> {
+        let text = tail(&self.dir.as_ref()?.path().join(STDERR));
+        (!text.is_empty()).then_some(text)
     }
 
     pub fn rss_kib(&self) -> Option<u64> {
@@ -161,6 +176,16 @@ impl Drop for Server {
             let _ = c.wait();
         }
     }
+}
+
+/// The spawned hub's stderr, in its data directory.
+const STDERR: &str = "hub.stderr";
+
+/// The last 2,000 bytes of a file, trimmed (empty if there is none).
+fn tail(path: &std::path::Path) -> String {
+    let text = std::fs::read(path).unwrap_or_default();
+    let from = text.len().saturating_sub(2000);
+    String::from_utf8_lossy(&text[from..]).trim().to_string()
 }
 
 fn dir_size(dir: &std::path::Path) -> u64 {

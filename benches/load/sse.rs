@@ -260,9 +260,7 @@ impl SseReader {
     pub async fn run(mut self, tally: &mut Tally, mut stop: impl FnMut(&Tally) -> bool) {
         for (seq, ns, id) in std::mem::take(&mut self.early) {
             tally.record(seq, ns);
-            if id.is_some() {
-                tally.last_id = id;
-            }
+            tally.arrived(seq, id.as_deref());
         }
         let mut chunk = vec![0u8; 4096];
         while !stop(tally) {
@@ -273,9 +271,7 @@ impl SseReader {
             self.feed(&chunk[..n], &mut |ev, id| {
                 if let Event::Data(seq, ns) = ev {
                     tally.record(seq, ns);
-                    if let Some(id) = id {
-                        tally.last_id = Some(id.to_string());
-                    }
+                    tally.arrived(seq, id);
                 }
             });
             if !self.pong().await {

@@ -11,9 +11,37 @@ pub struct Tally {
     /// Received seqs, as a bitset.
     seen: Vec<u64>,
     pub last_id: Option<String>,
+    /// With [`Tally::ordered`]: every event as it arrived, (seq, hash of its id).
+    pub order: Option<Vec<(u64, u64)>>,
+    /// With [`Tally::ordered`]: events whose id was missing or not above the previous one
+    /// (as strings).
+    pub ids_not_increasing: u64,
 }
 
 impl Tally {
+    /// A tally that also keeps the order of arrival and checks that ids increase.
+    pub fn ordered() -> Tally {
+        Tally {
+            order: Some(Vec::new()),
+            ..Tally::default()
+        }
+    }
+
+    /// The event `seq` arrived with `id` (after [`Tally::record`]).
+    pub fn arrived(&mut self, seq: u64, id: Option<&str>) {
+        if let Some(order) = &mut self.order {
+            if id.is_none() || self.last_id.as_deref() >= id {
+                self.ids_not_increasing += 1;
+            }
+            let mut h = std::hash::DefaultHasher::new();
+            std::hash::Hash::hash(&id, &mut h);
+            order.push((seq, std::hash::Hasher::finish(&h)));
+        }
+        if let Some(id) = id {
+            self.last_id = Some(id.to_string());
+        }
+    }
+
     pub fn record(&mut self, seq: u64, sent_ns: u64) {
         let word = (seq / 64) as usize;
         if self.seen.len() <= word {

@@ -45,7 +45,7 @@ pub async fn fanout(server: &Server, opts: &Opts, many_topics: bool) {
         Arc::new(|_| "fan".to_string())
     };
     let (published, failed, pub_lats) =
-        publish_on_own_thread(server.addr, opts, total, topic_of).await;
+        publish_on_own_thread(&[server.addr], opts, total, topic_of).await;
     // Let the last events arrive (at most 10 s), then stop counting.
     let wait_until = Instant::now() + Duration::from_secs(10);
     while done.load(Ordering::Relaxed) < n && Instant::now() < wait_until {
@@ -101,8 +101,8 @@ pub fn spawn_readers(
 }
 
 /// Runs [`publish_at_rate`] to its end and returns what it returns.
-async fn publish_on_own_thread(
-    addr: SocketAddr,
+pub async fn publish_on_own_thread(
+    addrs: &[SocketAddr],
     opts: &Opts,
     total: u64,
     topic_of: Arc<dyn Fn(u64) -> String + Send + Sync>,
@@ -110,13 +110,13 @@ async fn publish_on_own_thread(
     // The publishers get a thread and runtime of their own, so they never queue behind
     // thousands of reader tasks (which would delay the send times they stamp).
     let (tx, rx) = tokio::sync::oneshot::channel();
-    let o = opts.clone();
+    let (o, addrs) = (opts.clone(), addrs.to_vec());
     std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .unwrap();
-        let r = rt.block_on(publish_at_rate(addr, &o, total, o.rate, topic_of));
+        let r = rt.block_on(publish_at_rate(&addrs, &o, total, o.rate, topic_of));
         let _ = tx.send(r);
     });
     rx.await.expect("publisher thread")

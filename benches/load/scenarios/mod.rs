@@ -1,5 +1,6 @@
 //! Scenarios, one file each (fanout also runs many-topics), and what they share.
 
+pub mod cluster;
 pub mod fanout;
 pub mod idle;
 pub mod publish;
