@@ -36,8 +36,8 @@ pub(crate) trait Log: Send + Sync {
     fn ids(&self) -> Ids;
     /// The highest seq used before this process started; new events continue after it.
     fn last_seq(&self) -> u64;
-    /// The highest seq of an event in the log at open (a hub of a cluster reads the
-    /// cluster's log on from there).
+    /// The highest seq of an event the log held at open, retained or pruned since (a hub
+    /// of a cluster reads the cluster's log on from there).
     fn written(&self) -> u64;
     /// Events up to `through` are missing and will not come: a client resuming before it
     /// is told (`reset`, `pruned`), as after retention. Durable at once.

@@ -224,6 +224,31 @@ mod tests {
         log.runs_after(topic, 0).count()
     }
 
+    /// A log that retention emptied still knows, after a restart, the newest event it held:
+    /// a hub of a cluster reads the shared log on from there, not from the start.
+    #[test]
+    fn the_newest_event_held_is_known_after_retention_took_all() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = StoreConfig {
+            retention_age: Dur(std::time::Duration::from_secs(60)),
+            ..StoreConfig::default()
+        };
+        let store = SledLog::open(dir.path(), &cfg).unwrap();
+        store.count_existing().unwrap();
+        let then = crate::time::unix_ms() - 3_600_000;
+        let events: Vec<_> = (1..=5)
+            .map(|s| event(&store, s, &["a"], "x", then))
+            .collect();
+        append_all(&store, &events);
+        let pruned = store.enforce_retention(crate::time::unix_ms()).unwrap();
+        assert_eq!(pruned.by_age, 5);
+        assert!(seqs(&store, &["a"], 0).is_empty());
+        drop(store);
+        assert!(wait_released(dir.path(), std::time::Duration::from_secs(5)));
+        let store = SledLog::open(dir.path(), &cfg).unwrap();
+        assert_eq!(store.written(), 5);
+    }
+
     /// After retention (by count and by size), the in-memory counts equal a fresh count of
     /// what the log holds.
     #[test]

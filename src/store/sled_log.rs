@@ -202,6 +202,8 @@ impl SledLog {
             }
         }
         let (topics, last_run) = topics_and_marks(&db)?;
+        // The newest event the log held: still in a run, or pruned by retention since.
+        let written = topics.values().map(|t| t.pruned).fold(last_run, u64::max);
         // Format 1's high-water mark of live-only events, and the reservation.
         let meta = |name| -> Result<u64, StoreError> {
             Ok(db
@@ -216,7 +218,7 @@ impl SledLog {
             path,
             ids,
             last_seq,
-            written: last_run,
+            written,
             gap: AtomicU64::new(gap),
             reserved: AtomicU64::new(last_seq),
             retention_events: cfg.retention_events,
