@@ -7,7 +7,7 @@
 use std::future::Future;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use futures_util::{FutureExt as _, StreamExt as _};
@@ -27,8 +27,11 @@ use crate::shutdown::Shutdown;
 const BATCH: usize = 256;
 /// A pub/sub connection quiet this long is pinged.
 const PING_EVERY: Duration = Duration::from_secs(15);
-/// Pub/sub messages waiting for the hub, at most: more are dropped and counted.
-const QUEUE: usize = 16 * BATCH;
+/// Pub/sub messages waiting for the hub, at most, and their bytes: more are dropped and
+/// counted. Room for over a second of 10k messages/s while a slow disk (an SD card) flushes;
+/// the bytes are Redis's own soft limit for a subscriber's buffer (`client-output-buffer-limit`).
+const QUEUE: usize = 16_384;
+const QUEUE_BYTES: usize = 8 << 20;
 /// How long a batch waits for more messages after its first: a few ms of latency (the
 /// budget is 20 ms) for far fewer flushes at a steady low rate.
 const LINGER: Duration = Duration::from_millis(5);
@@ -169,6 +172,26 @@ async fn publish(hub: &Hub, caller: &Caller, status: &SourceStatus, events: Vec<
     }
 }
 
+/// A subscribed connection, its queue of messages, and the bytes waiting in it.
+type Subscribed = (
+    MultiplexedConnection,
+    mpsc::Receiver<PushInfo>,
+    Arc<AtomicUsize>,
+);
+
+/// About what a push holds in memory: its strings and a little for the rest.
+fn push_size(p: &PushInfo) -> usize {
+    let strings: usize = p
+        .data
+        .iter()
+        .map(|v| match v {
+            redis::Value::BulkString(b) => b.len(),
+            _ => 0,
+        })
+        .sum();
+    strings + 128
+}
+
 /// Counts and logs a dropped message.
 fn dropped(status: &SourceStatus, channel: &str, why: &Dropped) {
     let counter = match why {
@@ -224,12 +247,18 @@ impl PubSubTask {
 
     /// One connection: subscribe, then publish what arrives, a batch at a time.
     async fn serve(&self, caller: &Caller) -> redis::RedisResult<()> {
-        let (mut conn, mut rx) = self.connect().await?;
+        let (mut conn, mut rx, waiting) = self.connect().await?;
         connected(&self.status);
         // The connection ends with a `Disconnection` push from the library.
-        let messages = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
-            .take_while(|p| std::future::ready(p.kind != PushKind::Disconnection))
-            .filter_map(|p| std::future::ready(redis::Msg::from_push_info(p)));
+        let messages = futures_util::stream::poll_fn(move |cx| {
+            let p = rx.poll_recv(cx);
+            if let std::task::Poll::Ready(Some(p)) = &p {
+                waiting.fetch_sub(push_size(p), Ordering::Relaxed);
+            }
+            p
+        })
+        .take_while(|p| std::future::ready(p.kind != PushKind::Disconnection))
+        .filter_map(|p| std::future::ready(redis::Msg::from_push_info(p)));
         let mut messages = std::pin::pin!(messages);
         // A quiet connection is asked now and then whether it is still there: a network
         // path that died silently would otherwise look connected until TCP gives up.
@@ -260,18 +289,20 @@ impl PubSubTask {
     /// Subscribes on a RESP3 connection whose messages come through a bounded queue: when
     /// Redis sends faster than the hub publishes, what does not fit is dropped and counted
     /// (pub/sub is at most once), instead of held in memory without a bound.
-    async fn connect(
-        &self,
-    ) -> redis::RedisResult<(MultiplexedConnection, mpsc::Receiver<PushInfo>)> {
+    async fn connect(&self) -> redis::RedisResult<Subscribed> {
         let (tx, rx) = mpsc::channel::<PushInfo>(QUEUE);
-        let status = self.status.clone();
+        let waiting = Arc::new(AtomicUsize::new(0));
+        let (status, bytes) = (self.status.clone(), waiting.clone());
         // The connection is the queue's only sender: the last place is kept for the
         // `Disconnection` push, so that the end of the connection always gets through.
         let sender = move |p: PushInfo| -> Result<(), ()> {
-            if p.kind != PushKind::Disconnection && tx.capacity() <= 1 {
+            let size = push_size(&p);
+            let full = tx.capacity() <= 1 || bytes.load(Ordering::Relaxed) + size > QUEUE_BYTES;
+            if p.kind != PushKind::Disconnection && full {
                 status.overflow.fetch_add(1, Ordering::Relaxed);
                 return Ok(());
             }
+            bytes.fetch_add(size, Ordering::Relaxed);
             tx.try_send(p).map_err(|_| ())
         };
         let config = AsyncConnectionConfig::new()
@@ -289,7 +320,7 @@ impl PubSubTask {
                 Source::Stream(_) => {}
             }
         }
-        Ok((conn, rx))
+        Ok((conn, rx, waiting))
     }
 
     /// The events some messages become, under every rule each matches.
