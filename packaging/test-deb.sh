@@ -44,7 +44,8 @@ links_resolve() {
 check "the installed README's links resolve" links_resolve
 check "man page" test -f /usr/share/man/man1/runnel.1.gz
 key=$(cat /etc/runnel/admin-key)
-check "admin key is long" test "${#key}" -ge 40
+check "admin key is 32 random bytes, URL-safe" sh -c 'printf %s "$1" | grep -Eqx "[A-Za-z0-9_-]{43}"' _ "$key"
+check "JWT secret is 48 random bytes, URL-safe" grep -Eq '^jwt_secret = "[A-Za-z0-9_-]{64}"$' /etc/runnel/secrets.toml
 check "secrets hold the key's hash" grep -q "$(printf %s "$key" | sha256sum | cut -d' ' -f1)" /etc/runnel/secrets.toml
 secrets_before=$(sha256sum /etc/runnel/secrets.toml)
 
