@@ -14,7 +14,7 @@
 //! `<key>:conn:<hub>` holds each hub's open connections, refreshed while it runs and expiring
 //! when it stops, so `/connections` covers every hub; `<key>:hubs` names the hubs that wrote one.
 
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use redis::AsyncConnectionConfig;
@@ -76,8 +76,8 @@ pub struct Cluster {
     /// Made on first use and after a failure.
     conn: tokio::sync::Mutex<Option<MultiplexedConnection>>,
     url: String,
-    /// When the last publish failed to reach Redis (for `/health`), if it did.
-    failing: Mutex<Option<String>>,
+    /// Whether the last append failed (its change is logged once, not at every publish).
+    failing: AtomicBool,
 }
 
 struct Keys {
@@ -149,7 +149,7 @@ impl Cluster {
             control: redis::Script::new(CONTROL),
             conn: tokio::sync::Mutex::new(None),
             url: url.masked(),
-            failing: Mutex::new(None),
+            failing: AtomicBool::new(false),
         })
     }
 
@@ -168,16 +168,14 @@ impl Cluster {
         &self.url
     }
 
-    fn set_failing(&self, why: Option<String>) {
-        let mut f = self.failing.lock().unwrap_or_else(|e| e.into_inner());
-        if f.is_none()
-            && let Some(w) = &why
-        {
-            tracing::warn!(error = %w, "the cluster's Redis refuses publishes");
-        } else if f.is_some() && why.is_none() {
-            tracing::info!("the cluster's Redis takes publishes again");
+    /// Notes whether Redis answered a script, logging only when that changes.
+    fn set_failing(&self, error: Option<&ClusterError>) {
+        let was = self.failing.swap(error.is_some(), Ordering::Relaxed);
+        match error {
+            Some(e) if !was => tracing::warn!(error = %e, "the cluster's Redis refuses publishes"),
+            None if was => tracing::info!("the cluster's Redis takes publishes again"),
+            _ => {}
         }
-        *f = why;
     }
 
     /// A connection for short commands: the one in use, or a new one.
@@ -205,33 +203,49 @@ impl Cluster {
     ) -> Result<u64, ClusterError> {
         let recs: Vec<Rec> = events.iter().map(rec_of).collect();
         let body = serde_json::to_string(&recs).unwrap_or_default();
-        let mut conn = self.conn().await.inspect_err(|e| {
-            self.set_failing(Some(e.to_string()));
-        })?;
-        let r: redis::RedisResult<u64> = self
-            .script
-            .key(&self.keys.log)
+        self.run(&self.script, |s| {
+            s.arg(events.len())
+                .arg(self.max_len)
+                .arg(time_ms)
+                .arg(writer)
+                .arg(body);
+        })
+        .await
+    }
+
+    /// Appends a control entry (`body`, JSON) that every hub reads after the events
+    /// published before it.
+    pub async fn append_control(&self, body: &str, writer: &str) -> Result<(), ClusterError> {
+        let _id: String = self
+            .run(&self.control, |s| {
+                s.arg(self.max_len).arg(writer).arg(body);
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// Runs one of the scripts that append to the log: the keys and the incarnation they
+    /// all take first, then what `args` adds.
+    async fn run<T: redis::FromRedisValue>(
+        &self,
+        script: &redis::Script,
+        args: impl FnOnce(&mut redis::ScriptInvocation<'_>),
+    ) -> Result<T, ClusterError> {
+        let mut call = script.prepare_invoke();
+        call.key(&self.keys.log)
             .key(&self.keys.seq)
             .key(&self.keys.incarnation)
-            .arg(self.incarnation.to_string())
-            .arg(events.len())
-            .arg(self.max_len)
-            .arg(time_ms)
-            .arg(writer)
-            .arg(body)
-            .invoke_async(&mut conn)
-            .await;
-        match r {
-            Ok(first) => {
-                self.set_failing(None);
-                Ok(first)
-            }
-            Err(e) => {
-                let e = self.failed(e).await;
-                self.set_failing(Some(e.to_string()));
-                Err(e)
-            }
-        }
+            .arg(self.incarnation.to_string());
+        args(&mut call);
+        let r = match self.conn().await {
+            Ok(mut conn) => match call.invoke_async(&mut conn).await {
+                Ok(v) => Ok(v),
+                Err(e) => Err(self.failed(e).await),
+            },
+            Err(e) => Err(e),
+        };
+        self.set_failing(r.as_ref().err());
+        r
     }
 
     /// What a script's error means; a connection that broke is made again next time.
@@ -243,27 +257,6 @@ impl Cluster {
             self.forget_conn().await;
         }
         e.into()
-    }
-
-    /// Appends a control entry (`body`, JSON) that every hub reads after the events
-    /// published before it.
-    pub async fn append_control(&self, body: &str, writer: &str) -> Result<(), ClusterError> {
-        let mut conn = self.conn().await?;
-        let r: redis::RedisResult<String> = self
-            .control
-            .key(&self.keys.log)
-            .key(&self.keys.seq)
-            .key(&self.keys.incarnation)
-            .arg(self.incarnation.to_string())
-            .arg(self.max_len)
-            .arg(writer)
-            .arg(body)
-            .invoke_async(&mut conn)
-            .await;
-        match r {
-            Ok(_) => Ok(()),
-            Err(e) => Err(self.failed(e).await),
-        }
     }
 
     /// A connection of its own for [`Cluster::read`] (its reads block), reading on after
