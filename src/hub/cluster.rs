@@ -80,7 +80,6 @@ impl Hub {
         let writer = format!("{}:{n}", link.cluster.node());
         let (tx, rx) = oneshot::channel();
         link.waiters().insert(writer.clone(), tx);
-        let topics: Vec<Vec<String>> = events.iter().map(|e| e.topics.clone()).collect();
         let first = match link
             .cluster
             .append(&events, crate::time::unix_ms(), &writer)
@@ -100,12 +99,12 @@ impl Hub {
         }
         link.waiters().remove(&writer);
         let ids = self.inner.log.ids();
-        Ok(topics
+        Ok(events
             .into_iter()
             .zip(first..)
-            .map(|(topics, seq)| Published {
+            .map(|(e, seq)| Published {
                 id: ids.format(seq),
-                topics,
+                topics: e.topics,
                 delivered: 0,
             })
             .collect())
