@@ -343,6 +343,28 @@ mod tests {
     }
 
     #[test]
+    fn cluster_keys_are_checked_and_name_the_key() {
+        let with = |t: &str| Config::from_toml(&format!("[cluster]\n{t}\n"));
+        assert!(with("redis = \"redis://127.0.0.1:6379/2\"").is_ok());
+        assert!(with("redis = \"redis://h\"\nkey = \"app:hubs\"\nmax_len = 1000").is_ok());
+        for (bad, says) in [
+            ("redis = \"http://h:6379\"", "cluster.redis"),
+            ("redis = \"redis://h:notaport\"", "cluster.redis"),
+            ("key = \"\"", "cluster.key"),
+            ("key = \"two words\"", "cluster.key"),
+            ("max_len = 999", "cluster.max_len = 999: at least 1000"),
+        ] {
+            let e = with(bad).unwrap_err().to_string();
+            assert!(e.contains(says), "{bad}: {e}");
+        }
+        // An error about the URL does not show its password.
+        let e = with("redis = \"http://u:s3cret@h\"")
+            .unwrap_err()
+            .to_string();
+        assert!(!e.contains("s3cret"), "{e}");
+    }
+
+    #[test]
     fn origins() {
         assert!(validate_origin("https://app.example.com").is_ok());
         assert!(validate_origin("http://localhost:3000").is_ok());
