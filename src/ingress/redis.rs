@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use futures_util::{FutureExt as _, StreamExt as _};
-use redis::aio::MultiplexedConnection;
+use redis::aio::{AsyncPushSender, MultiplexedConnection, SendError};
 use redis::streams::StreamReadReply;
 use redis::{AsyncConnectionConfig, PushInfo, PushKind};
 use tokio::sync::mpsc;
@@ -179,6 +179,33 @@ type Subscribed = (
     Arc<AtomicUsize>,
 );
 
+/// The connection's end of the queue of messages for the hub. When Redis sends faster than
+/// the hub publishes, a message that does not fit (by count or by bytes) is dropped and
+/// counted (pub/sub is at most once) instead of held in memory without a bound. The
+/// connection is the queue's only sender, and the last place is kept for the
+/// `Disconnection` push, so that the end of the connection always gets through.
+struct QueueSender {
+    tx: mpsc::Sender<PushInfo>,
+    /// The bytes of the messages in the queue (the receiver takes off what it reads).
+    waiting: Arc<AtomicUsize>,
+    max_bytes: usize,
+    status: Arc<SourceStatus>,
+}
+
+impl AsyncPushSender for QueueSender {
+    fn send(&self, p: PushInfo) -> Result<(), SendError> {
+        let size = push_size(&p);
+        let full =
+            self.tx.capacity() <= 1 || self.waiting.load(Ordering::Relaxed) + size > self.max_bytes;
+        if p.kind != PushKind::Disconnection && full {
+            self.status.overflow.fetch_add(1, Ordering::Relaxed);
+            return Ok(());
+        }
+        self.waiting.fetch_add(size, Ordering::Relaxed);
+        self.tx.try_send(p).map_err(|_| SendError)
+    }
+}
+
 /// About what a push holds in memory: its strings and a little for the rest.
 fn push_size(p: &PushInfo) -> usize {
     let strings: usize = p
@@ -286,24 +313,16 @@ impl PubSubTask {
         Ok(())
     }
 
-    /// Subscribes on a RESP3 connection whose messages come through a bounded queue: when
-    /// Redis sends faster than the hub publishes, what does not fit is dropped and counted
-    /// (pub/sub is at most once), instead of held in memory without a bound.
+    /// Subscribes on a RESP3 connection whose messages come through a bounded queue (see
+    /// [`QueueSender`]).
     async fn connect(&self) -> redis::RedisResult<Subscribed> {
         let (tx, rx) = mpsc::channel::<PushInfo>(QUEUE);
         let waiting = Arc::new(AtomicUsize::new(0));
-        let (status, bytes) = (self.status.clone(), waiting.clone());
-        // The connection is the queue's only sender: the last place is kept for the
-        // `Disconnection` push, so that the end of the connection always gets through.
-        let sender = move |p: PushInfo| -> Result<(), ()> {
-            let size = push_size(&p);
-            let full = tx.capacity() <= 1 || bytes.load(Ordering::Relaxed) + size > QUEUE_BYTES;
-            if p.kind != PushKind::Disconnection && full {
-                status.overflow.fetch_add(1, Ordering::Relaxed);
-                return Ok(());
-            }
-            bytes.fetch_add(size, Ordering::Relaxed);
-            tx.try_send(p).map_err(|_| ())
+        let sender = QueueSender {
+            tx,
+            waiting: waiting.clone(),
+            max_bytes: QUEUE_BYTES,
+            status: self.status.clone(),
         };
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(5)))
@@ -539,6 +558,63 @@ mod tests {
         assert!(entry_id("1700000000000-10") > entry_id("1700000000000-9"));
         assert!(entry_id("1700000000001-0") > entry_id("1700000000000-99"));
         assert_eq!(entry_id("x"), None);
+    }
+
+    fn message(payload: &[u8]) -> PushInfo {
+        PushInfo {
+            kind: PushKind::Message,
+            data: vec![
+                redis::Value::BulkString(b"news".to_vec()),
+                redis::Value::BulkString(payload.to_vec()),
+            ],
+        }
+    }
+
+    #[test]
+    fn a_full_queue_drops_and_counts_but_keeps_a_place_for_the_end() {
+        let (tx, mut rx) = mpsc::channel(4);
+        let q = QueueSender {
+            tx,
+            waiting: Arc::new(AtomicUsize::new(0)),
+            max_bytes: 1 << 20,
+            status: Arc::new(SourceStatus::default()),
+        };
+        for _ in 0..10 {
+            assert!(q.send(message(b"x")).is_ok());
+        }
+        assert_eq!(q.status.overflow.load(Ordering::Relaxed), 7);
+        let end = PushInfo {
+            kind: PushKind::Disconnection,
+            data: vec![],
+        };
+        assert!(q.send(end).is_ok(), "the last place is the end's");
+        let size = push_size(&message(b"x"));
+        assert_eq!(q.waiting.load(Ordering::Relaxed), 3 * size + 128);
+        let kinds: Vec<PushKind> = std::iter::from_fn(|| rx.try_recv().ok())
+            .map(|p| p.kind)
+            .collect();
+        assert_eq!(kinds.len(), 4);
+        assert_eq!(kinds[3], PushKind::Disconnection);
+    }
+
+    #[test]
+    fn the_queue_holds_so_many_bytes() {
+        let (tx, _rx) = mpsc::channel(100);
+        let big = message(&[b'x'; 1000]);
+        let q = QueueSender {
+            tx,
+            waiting: Arc::new(AtomicUsize::new(0)),
+            max_bytes: 2 * push_size(&big),
+            status: Arc::new(SourceStatus::default()),
+        };
+        for _ in 0..3 {
+            q.send(big.clone()).unwrap();
+        }
+        assert_eq!(q.status.overflow.load(Ordering::Relaxed), 1);
+        // What the hub took off makes room again.
+        q.waiting.fetch_sub(push_size(&big), Ordering::Relaxed);
+        q.send(big).unwrap();
+        assert_eq!(q.status.overflow.load(Ordering::Relaxed), 1);
     }
 
     #[test]
