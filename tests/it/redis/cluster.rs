@@ -120,11 +120,16 @@ async fn a_client_moving_to_another_hub_resumes_without_gap_or_duplicate() {
 }
 
 fn member_process(dir: &std::path::Path, redis: &Redis) -> Proc {
+    member_process_with(dir, redis, "")
+}
+
+/// A hub of the cluster in a process of its own, with more configuration in `extra`.
+fn member_process_with(dir: &std::path::Path, redis: &Redis, extra: &str) -> Proc {
     let config = dir.join("runnel.toml");
     std::fs::write(
         &config,
         format!(
-            "listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\n[cluster]\nredis = \"{}\"\n",
+            "listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\n{extra}\n[cluster]\nredis = \"{}\"\n",
             dir.join("data").display(),
             redis.url()
         ),
@@ -206,6 +211,7 @@ async fn publishes_are_refused_while_redis_is_down_and_nothing_acknowledged_is_l
         .await;
     assert_eq!(r.status, 503, "{}", r.text());
     assert_eq!(r.json()["error"]["code"], "unavailable");
+    assert_eq!(r.header("retry-after"), Some("1"));
     let degraded = eventually(Duration::from_secs(10), async || {
         b.get("/health").await.json()["status"] == "degraded"
     })
@@ -330,4 +336,120 @@ async fn a_redis_that_lost_its_data_is_a_new_incarnation_hubs_join_when_restarte
     assert!(reset.is_control("reset"), "{reset:?}");
     assert_eq!(reset.json()["reason"], "unknown_id");
     assert_eq!(s.next().await.data, "new");
+}
+
+#[tokio::test]
+#[ignore = "needs redis-server: .ci/run runs it"]
+async fn a_stream_on_another_hub_changes_its_topics_by_connection_id() {
+    let redis = Redis::start();
+    let (a, b) = (member(&redis).await, member(&redis).await);
+    // An anonymous stream on hub B, changed through hub A by its connection id.
+    let mut on_b = b.sse("/events").await;
+    let id = on_b.connected().await["connection_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let change = json!({"topics": ["a"], "connection_id": id});
+    // Hub A knows of it once hub B has listed its connections (every 2 s).
+    let taken = eventually(Duration::from_secs(10), async || {
+        a.post_json("/subscribe", &change).await.status == 200
+    })
+    .await;
+    assert!(taken, "{}", a.post_json("/subscribe", &change).await.text());
+    // The answer names the topics changed: the stream's whole list is on hub B.
+    let r = a.post_json("/subscribe", &change).await;
+    assert_eq!(r.json(), json!({"topics": ["a"]}));
+    publish_at(a.addr, "not on a".into()).await;
+    a.publish(json!({"topic": "a", "data": "a1"})).await;
+    assert_eq!(on_b.next().await.data, "a1");
+    let r = a.post_json("/unsubscribe", &change).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    a.publish(json!({"topic": "a", "data": "a2"})).await;
+    on_b.assert_quiet(Duration::from_millis(300)).await;
+    // An id no hub holds is still unknown.
+    a.post_json(
+        "/subscribe",
+        &json!({"topics": ["a"], "connection_id": "1-deadbeef"}),
+    )
+    .await
+    .assert_error(404, "not_found");
+}
+
+#[tokio::test]
+#[ignore = "needs redis-server: .ci/run runs it"]
+async fn a_hub_away_past_max_len_marks_the_gap_and_resuming_clients_are_told() {
+    let redis = Redis::start();
+    let url = redis.url();
+    let a = TestHub::start_with(move |c| {
+        c.cluster.redis = Some(RedisUrl(url));
+        c.cluster.max_len = 1000;
+    })
+    .await;
+    following(a.addr).await;
+    let dir = tempfile::tempdir().unwrap();
+    // B's own retention keeps more than the stream does: what it lacks is the stream's doing.
+    let keep_all = "[store]\nretention_events = 100000";
+    let b = member_process_with(dir.path(), &redis, keep_all);
+    following(b.addr).await;
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        ids.push(publish_at(a.addr, format!("e{i}")).await["id"].clone());
+    }
+    let ok = eventually(Duration::from_secs(10), async || {
+        held(b.addr).await.len() == 5
+    })
+    .await;
+    assert!(ok, "hub B has {:?}", held(b.addr).await);
+    b.signal("KILL");
+    drop(b);
+    // While B is dead, more publishes than the stream keeps: its oldest are trimmed.
+    let n = 1300;
+    for chunk in (5..5 + n).collect::<Vec<_>>().chunks(50) {
+        let sent = futures_util::future::join_all(
+            chunk.iter().map(|i| publish_at(a.addr, format!("e{i}"))),
+        )
+        .await;
+        ids.extend(sent.into_iter().map(|v| v["id"].clone()));
+    }
+    let len: usize = redis.cli(&["XLEN", "runnel:log"]).parse().unwrap();
+    assert!((1000..n).contains(&len), "the stream holds {len} entries");
+    // B comes back: it takes what the stream still holds and marks what it lost.
+    let b = member_process_with(dir.path(), &redis, keep_all);
+    following(b.addr).await;
+    let last = format!("e{}", 4 + n);
+    let newest = format!(
+        "/history?topic=t&after={}",
+        ids[ids.len() - 2].as_str().unwrap()
+    );
+    let ok = eventually(Duration::from_secs(20), async || {
+        let h = request(b.addr, "GET", &newest, &[], b"").await.json();
+        h["events"][0]["data"] == last
+    })
+    .await;
+    assert!(ok, "hub B does not reach {last}");
+    // It holds what it had, then what the stream still held: a gap between.
+    let h = request(b.addr, "GET", "/history?topic=t&limit=10", &[], b"")
+        .await
+        .json();
+    let data: Vec<&str> = h["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["data"].as_str().unwrap())
+        .collect();
+    assert_eq!(data[..5], ["e0", "e1", "e2", "e3", "e4"]);
+    assert_ne!(data[5], "e5", "{data:?}");
+    // A client that read e4 on B before it died is told it missed some.
+    let e4 = ids[4].as_str().unwrap();
+    let mut s = Sse::open(b.addr, "/events/t", &[("Last-Event-ID", e4)]).await;
+    s.connected().await;
+    let reset = s.next().await;
+    assert!(reset.is_control("reset"), "{reset:?}");
+    assert_eq!(reset.json()["reason"], "pruned");
+    // One that read past the gap resumes as usual.
+    let recent = ids[ids.len() - 3].as_str().unwrap();
+    let mut s = Sse::open(b.addr, "/events/t", &[("Last-Event-ID", recent)]).await;
+    s.connected().await;
+    let rest: Vec<String> = take(&mut s, 2).await.into_iter().map(|e| e.1).collect();
+    assert_eq!(rest, [format!("e{}", 3 + n), last]);
 }
