@@ -9,13 +9,12 @@ import json
 import ssl
 from collections.abc import Iterable
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import urlencode
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
 
-from ._aio import BaseSubscription, _event, _published
 from ._backoff import Reconnect
 from ._errors import (
     AuthError,
@@ -27,9 +26,7 @@ from ._errors import (
     error_from_response,
 )
 from ._events import Event, Published, Reset, StreamItem
-
-if TYPE_CHECKING:
-    from ._aio import AsyncClient
+from ._subscription import BaseSubscription, ClientLike, _event, _published
 
 _CLOSED = object()
 
@@ -55,7 +52,7 @@ class AsyncWsSubscription(BaseSubscription):
 
     def __init__(
         self,
-        client: AsyncClient,
+        client: ClientLike,
         topics: list[str],
         last_event_id: str | None,
         reconnect: Reconnect,
